@@ -1,0 +1,39 @@
+# Every target sets up what it needs on a fresh Debian machine (apt packages, venv, pinned
+# pip install) and is idempotent.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+FIXTURES ?= $(abspath ../shared/fixtures)
+DEMO_OUT ?= demo_out
+
+.PHONY: setup system test lint demo bench clean
+
+setup: system $(STAMP)
+
+system:
+	@bash scripts/setup_system.sh
+
+$(STAMP): pyproject.toml requirements/lock.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements/lock.txt
+	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+lint: setup
+	$(BIN)/ruff check wit_builder jobs tests benchmarks
+
+test: lint
+	WIT_FIXTURES=$(FIXTURES) $(BIN)/python -m pytest -q
+
+demo: setup
+	$(BIN)/wit querylist --config configs/demo.yaml \
+		--wiki-dump "$(FIXTURES)/wikipedia/*.bz2" --out $(DEMO_OUT)/querylist
+	@$(BIN)/wit show $(DEMO_OUT)/querylist
+
+bench: setup
+	WIT_FIXTURES=$(FIXTURES) $(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(DEMO_OUT) bench_out .pytest_cache .ruff_cache

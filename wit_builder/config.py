@@ -1,0 +1,113 @@
+"""Typed stage configuration: YAML file, CLI flags and `--set key=value` overrides.
+
+Precedence, lowest first: field defaults < `--config FILE.yaml` < explicit CLI flags <
+`--set key=value`. A YAML file may hold one section per stage (`querylist:`, `extract:`...)
+so a single file can configure a whole pipeline; a file without such a section is read as
+the stage's own section. Unknown keys and bad values raise `ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from wit_builder.errors import ConfigError
+
+
+class StageConfig(BaseModel):
+    """Fields every stage has. Subclasses add the stage's own parameters."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Fields that change how a run executes but not what it writes: left out of the hash,
+    # so moving a job from local mode to a cluster does not invalidate finished outputs.
+    RUNTIME_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"out", "overwrite", "master", "spark_conf"}
+    )
+
+    out: Path = Field(description="output directory (written atomically)")
+    overwrite: bool = Field(False, description="replace an output built with another config")
+    master: str | None = Field(
+        "local[*]", description="Spark master URL; None = take it from spark-submit"
+    )
+    spark_conf: dict[str, str] = Field(default_factory=dict, description="extra Spark settings")
+
+    def hashed_fields(self) -> dict[str, Any]:
+        """The parameters that determine the output, JSON-ready."""
+        data = self.model_dump(mode="json")
+        return {k: v for k, v in data.items() if k not in self.RUNTIME_FIELDS}
+
+
+C = TypeVar("C", bound=StageConfig)
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """Turn `key=value` strings into a dict; values are parsed as YAML scalars/lists."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        out[key.strip().replace("-", "_")] = yaml.safe_load(raw) if raw else ""
+    return out
+
+
+def read_yaml_section(path: Path, stage: str) -> dict[str, Any]:
+    """Read `path` and return its `stage:` section (or the whole mapping if it has none)."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError as e:
+        raise ConfigError(f"config file not found: {path}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping, got {type(data).__name__}")
+    section = data.get(stage, data)
+    if not isinstance(section, dict):
+        raise ConfigError(f"section {stage!r} of {path} must be a mapping")
+    return {k.replace("-", "_"): v for k, v in section.items()}
+
+
+def format_validation_error(err: ValidationError) -> str:
+    """One line per bad field: `key: problem (got value)`."""
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<config>"
+        got = f" (got {e['input']!r})" if e["type"] != "missing" else ""
+        lines.append(f"{key}: {e['msg']}{got}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def load_config(
+    cls: type[C],
+    stage: str,
+    config_file: Path | None = None,
+    flags: dict[str, Any] | None = None,
+    sets: list[str] | None = None,
+) -> C:
+    """Build a validated `cls` from the layered sources (see module docstring)."""
+    data: dict[str, Any] = read_yaml_section(config_file, stage) if config_file else {}
+    data.update({k: v for k, v in (flags or {}).items() if v is not None})
+    data.update(parse_set(sets or []))
+    try:
+        return cls.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e)) from None
+
+
+def config_hash(stage: str, version: int, config: StageConfig, inputs: list[Any]) -> str:
+    """Stable hash of what determines a stage's output.
+
+    `version` is the stage's output-format version (bump it when the code changes what is
+    written); `inputs` are fingerprints of the input files, so a changed input is a
+    different run.
+    """
+    payload = {"stage": stage, "version": version, "config": config.hashed_fields(),
+               "inputs": inputs}
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

@@ -1,0 +1,138 @@
+"""Atomic, resumable stage outputs.
+
+A stage writes into a hidden temporary sibling of its output directory and renames it into
+place only after everything (data, `stats.json`, `_SUCCESS`) is written, so a killed job
+never leaves a half-written output where a later stage would read it. The `_SUCCESS`
+marker is JSON holding the config hash; a rerun with the same hash is skipped, a rerun with
+a different hash is refused unless `overwrite` is set.
+
+One writer per output directory: starting a run removes temporary siblings left by
+killed runs of the same output.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from wit_builder import __version__
+from wit_builder.config import StageConfig, config_hash
+from wit_builder.errors import OutputExistsError
+from wit_builder.stats import StageStats
+
+MARKER = "_SUCCESS"
+log = logging.getLogger(__name__)
+
+
+def read_marker(out_dir: Path) -> dict[str, Any] | None:
+    """The parsed `_SUCCESS` marker of `out_dir`, or None if there is none."""
+    marker = out_dir / MARKER
+    if not marker.is_file():
+        return None
+    return json.loads(marker.read_text())
+
+
+def check_existing(out_dir: Path, chash: str, overwrite: bool) -> Literal["run", "skip"]:
+    """Decide what to do with an existing `out_dir` (see module docstring)."""
+    if not out_dir.exists() or (out_dir.is_dir() and not any(out_dir.iterdir())):
+        return "run"
+    marker = read_marker(out_dir)
+    if marker is not None and marker.get("config_hash") == chash:
+        return "skip"
+    if overwrite:
+        return "run"
+    if marker is None:
+        raise OutputExistsError(
+            f"{out_dir} exists but has no {MARKER} marker (not a finished wit output); "
+            "pass --overwrite to replace it"
+        )
+    raise OutputExistsError(
+        f"{out_dir} was built with config {marker.get('config_hash')}, this run is {chash}; "
+        "pass --overwrite to replace it"
+    )
+
+
+def _remove_stale_temps(out_dir: Path) -> None:
+    for stale in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):
+        log.warning("removing leftover of an interrupted run: %s", stale)
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _swap_into_place(tmp: Path, out_dir: Path) -> None:
+    """Rename `tmp` to `out_dir`, replacing any previous output only after the rename."""
+    old = None
+    if out_dir.exists():
+        old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
+        out_dir.rename(old)
+    tmp.rename(out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@dataclass
+class StageResult:
+    """What `run_stage` did: `status` is "ran" or "skipped"; `marker` is the `_SUCCESS` JSON."""
+
+    status: Literal["ran", "skipped"]
+    out_dir: Path
+    marker: dict[str, Any]
+
+
+def run_stage(
+    stage: str,
+    version: int,
+    cfg: StageConfig,
+    inputs: list[Any],
+    body: Callable[[Path], StageStats],
+) -> StageResult:
+    """Run `body(tmp_dir)` as an atomic, resumable stage writing to `cfg.out`.
+
+    `body` writes its files into `tmp_dir` and returns its stats; this function writes
+    `stats.json` and `_SUCCESS` and renames the directory into place. If `body` raises,
+    the temporary directory is removed and nothing at `cfg.out` changes.
+    """
+    out_dir = Path(cfg.out).absolute()
+    chash = config_hash(stage, version, cfg, inputs)
+    if check_existing(out_dir, chash, cfg.overwrite) == "skip":
+        log.info("%s: %s is complete for config %s; skipping", stage, out_dir, chash)
+        return StageResult("skipped", out_dir, read_marker(out_dir) or {})
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(out_dir)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    started = time.time()
+    try:
+        stats = body(tmp)
+        stats.extra.setdefault("seconds", round(time.time() - started, 3))
+        marker = write_marker(tmp, stage, chash, cfg, stats)
+        _swap_into_place(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    stats.print()
+    return StageResult("ran", out_dir, marker)
+
+
+def write_marker(
+    tmp: Path, stage: str, chash: str, cfg: StageConfig, stats: StageStats
+) -> dict[str, Any]:
+    """Write `stats.json` and the `_SUCCESS` marker into `tmp`; return the marker."""
+    stats_dict = stats.to_dict()
+    (tmp / "stats.json").write_text(json.dumps(stats_dict, indent=2) + "\n")
+    marker = {
+        "stage": stage,
+        "config_hash": chash,
+        "config": cfg.hashed_fields(),
+        "stats": stats_dict,
+        "wit_version": __version__,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+    return marker

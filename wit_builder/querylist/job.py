@@ -1,0 +1,235 @@
+"""The query-list job: Wikipedia dump (+ pageviews, WordNet) → `entries.parquet`.
+
+Spark reads the dump as records split on ``</page>``; bzip2 input is splittable, so one
+large dump is processed by many executors, and multistream dumps work as-is. Each
+partition is scanned by `scan.scan_batches`; counts are summed by Spark, filtered
+(unigram count, bigram count and PMI) and joined; only the selected entries reach the
+driver. WordNet names and the source combination run on the driver.
+
+PMI of a bigram (w1, w2) is ``log2(n12 * N / (n1 * n2))``, with N the number of tokens in
+the counted articles. Raw PMI favours rare pairs (two words seen once, together, score
+log2 N), so a bigram must also occur `min_bigram_count` times.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import pyarrow.parquet as pq
+from pydantic import Field, field_validator
+
+from wit_builder.config import StageConfig
+from wit_builder.errors import InputError
+from wit_builder.inputs import expand_inputs, fingerprint
+from wit_builder.outputs import StageResult, run_stage
+from wit_builder.querylist import combine, pageviews, scan, wordnet
+from wit_builder.querylist.combine import Entry
+from wit_builder.spark import get_spark, spark_error_message
+from wit_builder.stats import StageStats
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+STAGE = "querylist"
+# Bump when a code change alters what this stage writes for the same inputs and config.
+OUTPUT_VERSION = 1
+log = logging.getLogger(__name__)
+
+
+class QueryListConfig(StageConfig):
+    """Parameters of `wit querylist`; defaults are the MetaCLIP/CLIP paper's."""
+
+    RUNTIME_FIELDS: ClassVar[frozenset[str]] = StageConfig.RUNTIME_FIELDS | {
+        "split_mb", "flush_keys"}
+
+    wiki_dump: list[str] = Field(description="pages-articles XML dump(s): paths or globs")
+    pageviews: list[str] | None = Field(None, description="hourly pageview files (globs)")
+    wordnet: Path | None = Field(Path("/usr/share/wordnet"), description="WordNet dict dir")
+    min_count: int = Field(100, ge=1, description="unigram minimum count")
+    min_pmi: float = Field(30.0, description="bigram minimum PMI (log2)")
+    min_bigram_count: int = Field(3, ge=1, description="bigram minimum count")
+    min_views: int = Field(70, ge=1, description="title minimum summed views")
+    min_hourly_views: int = Field(50, ge=1, description="hourly row floor for views")
+    require_title_in_dump: bool = Field(True, description="titles must be ns-0 dump pages")
+    max_entries: int = Field(500_000, ge=100, description="cap on the list size")
+    split_mb: int = Field(64, ge=1, description="Spark input split size (MiB)")
+    flush_keys: int = Field(500_000, ge=1000, description="keys per worker before a flush")
+
+    @field_validator("wiki_dump", "pageviews", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("wordnet", mode="before")
+    @classmethod
+    def _none_word(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and value.lower() in ("", "none") else value
+
+
+def read_records(spark: SparkSession, paths: list[str], split_mb: int) -> DataFrame:
+    """Dump records (text up to each ``</page>``) with their source file."""
+    from pyspark.sql import functions as F
+
+    spark.conf.set("spark.sql.files.maxPartitionBytes", str(split_mb * 1024 * 1024))
+    df = spark.read.option("lineSep", "</page>").text(paths)
+    return df.select("value", F.col("_metadata.file_path").alias("file"))
+
+
+def count_dump(spark: SparkSession, paths: list[str], cfg: QueryListConfig) -> DataFrame:
+    """Summed ``(kind, a, b, n)`` counts over the dump (see `scan`), persisted."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    max_keys = cfg.flush_keys
+
+    def scan_partition(batches):  # closure keeps the Spark function picklable and small
+        return scan.scan_batches(batches, max_keys)
+
+    partial = read_records(spark, paths, cfg.split_mb).mapInArrow(scan_partition,
+                                                                  scan.SPARK_SCHEMA)
+    summed = partial.groupBy("kind", "a", "b").agg(F.sum("n").alias("n"))
+    return summed.persist(StorageLevel.MEMORY_AND_DISK)
+
+
+_FILE_IN_ERROR = re.compile(r"reading file (\S+?)\.?\s")
+
+
+def run_spark_action(action, what: str):
+    """Run a Spark action, turning unreadable-input failures into an `InputError`."""
+    try:
+        return action()
+    except Exception as e:  # Py4J/Spark errors have no common importable base
+        msg = str(e)
+        match = _FILE_IN_ERROR.search(msg)
+        if match is None:
+            raise
+        cause = "truncated or corrupt" if "end of stream" in msg else spark_error_message(e)
+        raise InputError(f"{what}: cannot read {match.group(1)} ({cause})") from None
+
+
+def check_dump_files(counts: DataFrame, paths: list[str], stats: StageStats) -> None:
+    """Every file must end with ``</mediawiki>``: anything else is a truncated dump."""
+    from pyspark.sql import functions as F
+
+    rows = counts.filter(F.col("kind") == "f").collect()
+    per_file: dict[str, Counter[str]] = {}
+    for r in rows:
+        per_file.setdefault(r["a"], Counter())[r["b"]] += r["n"]
+    stats.extra["files"] = {f: dict(c) for f, c in sorted(per_file.items())}
+    ended = {f for f, c in per_file.items() if c["end_tags"] > 0}
+    truncated = [p for p in paths if not any(f.endswith(p) for f in ended)]
+    if truncated:
+        raise InputError(
+            f"wiki dump truncated (no closing </mediawiki>): {', '.join(truncated)}")
+
+
+def page_stats(counts: DataFrame, stats: StageStats) -> int:
+    """Copy page/skip counters into `stats`; return the token total N."""
+    from pyspark.sql import functions as F
+
+    values = {r["a"]: r["n"] for r in counts.filter(F.col("kind") == "s").collect()}
+    stats.rows_in = values.get("pages", 0) + values.get("skip_malformed_xml", 0)
+    for key, n in values.items():
+        if key.startswith("skip_"):
+            stats.drop(f"page_{key[5:]}", n)
+    stats.extra["articles"] = values.get("articles", 0)
+    stats.extra["tokens"] = values.get("tokens", 0)
+    return values.get("tokens", 0)
+
+
+def select_unigrams(counts: DataFrame, cfg: QueryListConfig) -> list[Entry]:
+    """Tokens with count ≥ min_count, most frequent first."""
+    from pyspark.sql import functions as F
+
+    rows = (counts.filter((F.col("kind") == "u") & (F.col("n") >= cfg.min_count))
+            .orderBy(F.desc("n"), "a").collect())
+    return [Entry(r["a"], "unigram", count=r["n"]) for r in rows]
+
+
+def select_bigrams(counts: DataFrame, cfg: QueryListConfig, total: int) -> list[Entry]:
+    """Pairs with count ≥ min_bigram_count and PMI ≥ min_pmi, highest PMI first."""
+    from pyspark.sql import functions as F
+
+    uni = counts.filter(F.col("kind") == "u")
+    u1 = uni.select(F.col("a").alias("w1"), F.col("n").alias("n1"))
+    u2 = uni.select(F.col("a").alias("w2"), F.col("n").alias("n2"))
+    pairs = counts.filter((F.col("kind") == "b") & (F.col("n") >= cfg.min_bigram_count))
+    pmi = F.log2(F.col("n").cast("double") * F.lit(float(total))
+                 / (F.col("n1").cast("double") * F.col("n2").cast("double")))
+    rows = (pairs.join(u1, pairs.a == u1.w1).join(u2, pairs.b == u2.w2)
+            .select("a", "b", "n", pmi.alias("pmi"))
+            .filter(F.col("pmi") >= cfg.min_pmi)
+            .orderBy(F.desc("pmi"), F.desc("n"), "a", "b").collect())
+    return [Entry(f"{r['a']} {r['b']}", "bigram", count=r["n"], score=r["pmi"]) for r in rows]
+
+
+def select_titles(spark: SparkSession, counts: DataFrame, cfg: QueryListConfig,
+                  stats: StageStats) -> list[Entry]:
+    """Titles with enough pageviews, most viewed first (empty without `--pageviews`)."""
+    from pyspark.sql import functions as F
+
+    if not cfg.pageviews:
+        return []
+    paths = expand_inputs(cfg.pageviews, "pageviews")
+    titles, reasons = pageviews.popular_titles(spark, paths, cfg.min_hourly_views,
+                                               cfg.min_views)
+    stats.extra["pageviews"] = dict(sorted(reasons.items()))
+    if cfg.require_title_in_dump:
+        in_dump = counts.filter(F.col("kind") == "t").select(F.col("a").alias("title"))
+        titles = titles.join(in_dump, "title", "left_semi")
+    rows = run_spark_action(lambda: titles.orderBy(F.desc("views"), "title").collect(),
+                            "pageviews")
+    return [Entry(r["title"], "title", count=r["views"]) for r in rows]
+
+
+def write_outputs(tmp: Path, entries: list[Entry], stats: StageStats) -> None:
+    """`entries.parquet` and `entries.txt` (stats/marker are written by `run_stage`)."""
+    pq.write_table(combine.to_table(entries), tmp / "entries.parquet")
+    (tmp / "entries.txt").write_text("".join(f"{e.entry}\n" for e in entries))
+    stats.rows_out = len(entries)
+    stats.extra["entries_by_source"] = combine.source_sizes(entries)
+    log.info("query list: %s entries %s", len(entries),
+             json.dumps(stats.extra["entries_by_source"]))
+
+
+def build(tmp: Path, cfg: QueryListConfig, dump_paths: list[str],
+          spark: SparkSession) -> StageStats:
+    """Compute every source and write the list into `tmp`."""
+    stats = StageStats(STAGE)
+    names = wordnet.synset_names(cfg.wordnet, stats) if cfg.wordnet else []
+    counts = count_dump(spark, dump_paths, cfg)
+    run_spark_action(lambda: check_dump_files(counts, dump_paths, stats), "wiki dump")
+    total = page_stats(counts, stats)
+    sources = [
+        [Entry(n, "wordnet") for n in names],
+        select_unigrams(counts, cfg),
+        select_bigrams(counts, cfg, total),
+        select_titles(spark, counts, cfg, stats),
+    ]
+    stats.extra["candidates_by_source"] = {
+        s: len(c) for s, c in zip(combine.SOURCES, sources, strict=False)}
+    write_outputs(tmp, combine.combine(sources, cfg.max_entries, stats), stats)
+    counts.unpersist()
+    return stats
+
+
+def run(cfg: QueryListConfig, spark: SparkSession | None = None) -> StageResult:
+    """Run the stage (skips when `cfg.out` is complete for this config)."""
+    dump_paths = expand_inputs(cfg.wiki_dump, "wiki dump")
+    inputs: list[Any] = [fingerprint(dump_paths)]
+    if cfg.pageviews:
+        inputs.append(fingerprint(expand_inputs(cfg.pageviews, "pageviews")))
+    if cfg.wordnet:
+        data_dir = wordnet.find_data_dir(cfg.wordnet)
+        inputs.append(fingerprint([str(data_dir / n) for n in wordnet.POS_FILES]))
+
+    def body(tmp: Path) -> StageStats:
+        session = spark or get_spark(cfg.master, "wit-querylist", cfg.spark_conf)
+        return build(tmp, cfg, dump_paths, session)
+
+    return run_stage(STAGE, OUTPUT_VERSION, cfg, inputs, body)

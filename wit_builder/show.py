@@ -1,0 +1,44 @@
+"""`wit show DIR`: summarize a finished stage output for a person."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from rich.console import Console
+from rich.table import Table
+
+from wit_builder.errors import InputError
+from wit_builder.outputs import read_marker
+
+
+def entries_table(path: Path, per_source: int) -> Table:
+    """The first `per_source` entries of each source of an `entries.parquet`."""
+    table = pq.read_table(path)
+    view = Table(title=f"{path} ({table.num_rows:,} entries)")
+    for col in ("entry_id", "entry", "source", "count", "score"):
+        view.add_column(col)
+    for source in pc.unique(table["source"]).to_pylist():
+        rows = table.filter(pc.equal(table["source"], source)).slice(0, per_source)
+        for row in rows.to_pylist():
+            score = "" if row["score"] is None else f"{row['score']:.2f}"
+            count = "" if row["count"] is None else f"{row['count']:,}"
+            view.add_row(str(row["entry_id"]), row["entry"], source, count, score)
+    return view
+
+
+def show(out_dir: Path, per_source: int = 5, console: Console | None = None) -> None:
+    """Print the `_SUCCESS` summary of `out_dir` and a preview of its main table."""
+    console = console or Console()
+    marker = read_marker(out_dir)
+    if marker is None:
+        raise InputError(f"{out_dir} has no _SUCCESS marker: not a finished wit output")
+    stats = marker["stats"]
+    console.print(f"[bold]{marker['stage']}[/] {out_dir} config {marker['config_hash']} "
+                  f"finished {marker['finished_at']}: rows in {stats['rows_in']:,}, "
+                  f"out {stats['rows_out']:,}")
+    for reason, n in stats.get("drops", {}).items():
+        console.print(f"  dropped {n:,} × {reason}")
+    if (out_dir / "entries.parquet").is_file():
+        console.print(entries_table(out_dir / "entries.parquet", per_source))

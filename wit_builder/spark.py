@@ -1,0 +1,88 @@
+"""Spark session handling shared by every job.
+
+`get_spark` reuses an active session (as under `spark-submit`, or a notebook), otherwise
+starts one with the requested master (default `local[*]`). Python workers run the same
+interpreter as the driver (`PYSPARK_PYTHON`), so the venv's packages are on the executors
+of a local or same-machine cluster; for a remote master the `wit_builder` package itself
+is zipped and shipped with `addPyFile` (its third-party dependencies must be installed on
+the workers, e.g. with the image in `docker/`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
+
+# Settings that keep local and small-cluster runs quiet and predictable; any of them can be
+# overridden through `spark_conf`.
+DEFAULT_CONF = {
+    "spark.ui.showConsoleProgress": "false",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.sql.shuffle.partitions": "64",
+}
+
+
+def get_spark(
+    master: str | None = "local[*]",
+    app_name: str = "wit-builder",
+    conf: dict[str, str] | None = None,
+) -> SparkSession:
+    """Return the active Spark session or start one.
+
+    `master=None` leaves the master to `spark-submit` / `spark-defaults.conf`. Under
+    `spark-submit` (its JVM is already running and exported PYSPARK_GATEWAY_PORT) the
+    master given to spark-submit always wins over `master`.
+    """
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = SparkSession.builder.appName(app_name)
+    if master and "PYSPARK_GATEWAY_PORT" not in os.environ:
+        builder = builder.master(master)
+    for key, value in {**DEFAULT_CONF, **(conf or {})}.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    if not spark.sparkContext.master.startswith("local"):
+        ship_package(spark)
+    return spark
+
+
+def package_zip() -> Path:
+    """Zip the `wit_builder` package (sources only) into a temp file and return its path."""
+    pkg_dir = Path(__file__).resolve().parent
+    target = Path(tempfile.mkdtemp(prefix="wit-pyfiles-")) / "wit_builder.zip"
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(pkg_dir.rglob("*.py")):
+            zf.write(path, path.relative_to(pkg_dir.parent))
+    return target
+
+
+def ship_package(spark: SparkSession) -> None:
+    """Make `wit_builder` importable on a remote cluster's Python workers."""
+    path = package_zip()
+    spark.sparkContext.addPyFile(str(path))
+    log.info("shipped %s to the cluster", path)
+
+
+def spark_error_message(exc: BaseException) -> str:
+    """The innermost useful line of a Spark/Py4J error (the JVM trace is very long)."""
+    text = str(exc)
+    for line in text.splitlines():
+        if "Encountered error while reading file" in line or "Exception:" in line:
+            return line.strip()
+    return text.splitlines()[0] if text else type(exc).__name__
