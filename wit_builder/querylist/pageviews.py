@@ -23,19 +23,19 @@ def classify_lines(spark: SparkSession, paths: list[str], min_hourly: int) -> Da
 
     parts = F.split(F.col("value"), " ")
     df = spark.read.text(paths).select(
-        parts.getItem(0).alias("project"),
-        parts.getItem(1).alias("raw_title"),
-        parts.getItem(2).alias("raw_views"),
+        F.get(parts, 0).alias("project"),  # get(): null past the end, short lines are data
+        F.get(parts, 1).alias("raw_title"),
+        F.get(parts, 2).alias("raw_views"),
         F.size(parts).alias("fields"),
     )
     # url_decode reads "+" as a space (form encoding); titles such as "C++" must keep it.
     df = df.withColumn("_esc", F.replace("raw_title", F.lit("+"), F.lit("%2B")))
     df = df.withColumn("title", F.replace(
         F.coalesce(F.expr("try_url_decode(_esc)"), F.col("raw_title")), F.lit("_"), F.lit(" ")))
-    views = F.col("raw_views").cast("long")
+    views = F.col("raw_views").try_cast("long")
     reason = (
-        F.when((F.col("fields") < 3) | ~F.col("raw_views").rlike(r"^[0-9]+$")
-               | (F.length("raw_title") == 0), "pageview_malformed_line")
+        F.when((F.col("fields") < 3) | views.isNull() | (F.length("raw_title") == 0),
+               "pageview_malformed_line")
         .when(F.col("project") != "en", "pageview_not_desktop_en")
         .when(F.col("title").contains(":"), "pageview_title_has_colon")
         .when(views < min_hourly, "pageview_below_hourly_floor")
