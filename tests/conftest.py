@@ -11,10 +11,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(os.environ.get("WIT_FIXTURES", REPO.parent / "shared" / "fixtures"))
-WIKI_DUMP = FIXTURES / "wikipedia" / "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+WIKI_DUMP = (FIXTURES / "wikipedia"
+             / "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
 WORDNET = Path("/usr/share/wordnet")
 
-HEADER = """<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/" version="0.10" xml:lang="en">
+HEADER = """<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/" version="0.10">
   <siteinfo><sitename>Wikipedia</sitename><dbname>enwiki</dbname></siteinfo>
 """
 FOOTER = "</mediawiki>\n"
@@ -34,6 +35,12 @@ def write_dump(path: Path, pages: list[str], compress: bool = True) -> Path:
     data = (HEADER + "".join(pages) + FOOTER).encode()
     path.write_bytes(bz2.compress(data) if compress else data)
     return path
+
+
+def read_bz2_text(path: Path) -> str:
+    """Whole decompressed text of a bz2 file (multistream included)."""
+    with bz2.open(path, "rt", encoding="utf-8") as f:
+        return f.read()
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import WORDNET, page_xml, write_dump
+from tests.conftest import WORDNET, page_xml, read_bz2_text, write_dump
 from wit_builder.errors import InputError, OutputExistsError
 from wit_builder.querylist import job
 from wit_builder.querylist.wikitext import Page, parse_page, plain_text
@@ -46,7 +46,7 @@ def independent_count(texts: list[str], word: str) -> int:
 
 
 def test_unigram_counts_equal_an_independent_count(fixture_run, wiki_dump):
-    records = bz2.open(wiki_dump, "rt", encoding="utf-8").read().split("</page>")
+    records = read_bz2_text(wiki_dump).split("</page>")
     pages = [p for p in map(parse_page, records) if isinstance(p, Page)]
     texts = [plain_text(p.text) for p in pages if p.ns == 0 and not p.redirect]
     unigrams = [e for e in entries(fixture_run.out_dir) if e["source"] == "unigram"]
@@ -79,7 +79,7 @@ def test_fixture_list_contract(fixture_run):
 
 def test_multistream_dump_gives_the_same_list(spark, fixture_run, wiki_dump, tmp_path):
     """A multistream dump (concatenated bz2 streams of ~20 pages) reads the same."""
-    text = bz2.open(wiki_dump, "rt", encoding="utf-8").read()
+    text = read_bz2_text(wiki_dump)
     chunks = re.split(r"(?<=</page>\n)", text)
     streams = [bz2.compress("".join(chunks[i:i + 20]).encode())
                for i in range(0, len(chunks), 20)]

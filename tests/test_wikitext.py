@@ -1,9 +1,8 @@
-import bz2
 import re
 
 import pytest
 
-from tests.conftest import page_xml
+from tests.conftest import page_xml, read_bz2_text
 from wit_builder.querylist.wikitext import Page, parse_page, plain_text, remove_blocks
 
 
@@ -49,7 +48,7 @@ def test_unclosed_template_does_not_hang():
 
 
 def test_real_articles_have_no_markup_left(wiki_dump):
-    records = bz2.open(wiki_dump, "rt", encoding="utf-8").read().split("</page>")
+    records = read_bz2_text(wiki_dump).split("</page>")
     pages = [p for p in map(parse_page, records) if isinstance(p, Page)]
     articles = [p for p in pages if p.ns == 0 and not p.redirect]
     assert len(pages) == 206 and len(articles) == 106
