@@ -121,3 +121,7 @@ def show(
     from wit_builder.show import show as show_output
 
     show_output(out_dir, rows)
+
+
+if __name__ == "__main__":
+    app()

@@ -28,8 +28,14 @@ log = logging.getLogger(__name__)
 DEFAULT_CONF = {
     "spark.ui.showConsoleProgress": "false",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
-    "spark.sql.shuffle.partitions": "64",
 }
+
+
+def local_conf(master: str) -> dict[str, str]:
+    """Defaults for local mode: few shuffle partitions (Spark's 200 cost seconds there)."""
+    if not master.startswith("local"):
+        return {}
+    return {"spark.sql.shuffle.partitions": str(max(4, 2 * (os.cpu_count() or 1)))}
 
 
 def get_spark(
@@ -53,7 +59,8 @@ def get_spark(
     builder = SparkSession.builder.appName(app_name)
     if master and "PYSPARK_GATEWAY_PORT" not in os.environ:
         builder = builder.master(master)
-    for key, value in {**DEFAULT_CONF, **(conf or {})}.items():
+    settings = {**DEFAULT_CONF, **local_conf(master or ""), **(conf or {})}
+    for key, value in settings.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")

@@ -21,7 +21,7 @@ bounded however large its split is; Spark's aggregation makes the partial sums e
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 import pyarrow as pa
 
@@ -85,26 +85,26 @@ class PartialCounts:
 
     def drain(self) -> pa.RecordBatch:
         """Emit everything counted so far as one batch and reset the counters."""
-        kinds, a_col, b_col, n_col = [], [], [], []
-
-        def emit(kind: str, items: Iterable[tuple[str, str, int]]) -> None:
-            for a, b, n in items:
-                kinds.append(kind)
-                a_col.append(a)
-                b_col.append(b)
-                n_col.append(n)
-
-        emit("u", ((w, "", n) for w, n in self.unigrams.items()))
-        emit("b", ((w1, w2, n) for (w1, w2), n in self.bigrams.items()))
-        emit("t", ((t, "", 1) for t in self.titles))
-        emit("s", ((k, "", n) for k, n in self.stats.items()))
-        emit("f", ((f, k, n) for (f, k), n in self.files.items()))
+        pairs = list(self.bigrams)
+        files = list(self.files)
+        columns = [
+            ("u", list(self.unigrams), None, list(self.unigrams.values())),
+            ("b", [p[0] for p in pairs], [p[1] for p in pairs], list(self.bigrams.values())),
+            ("t", self.titles, None, [1] * len(self.titles)),
+            ("s", list(self.stats), None, list(self.stats.values())),
+            ("f", [f[0] for f in files], [f[1] for f in files], list(self.files.values())),
+        ]
         self.reset()
-        return pa.RecordBatch.from_arrays(
-            [pa.array(kinds, pa.string()), pa.array(a_col, pa.string()),
-             pa.array(b_col, pa.string()), pa.array(n_col, pa.int64())],
-            schema=SCHEMA,
-        )
+        return pa.concat_batches([_batch(*c) for c in columns])
+
+
+def _batch(kind: str, a: list[str], b: list[str] | None, n: list[int]) -> pa.RecordBatch:
+    """Rows of one kind; `b` None means "" for every row."""
+    size = len(a)
+    b_col = pa.array(b, pa.string()) if b is not None else pa.repeat("", size)
+    return pa.RecordBatch.from_arrays(
+        [pa.repeat(kind, size).cast(pa.string()), pa.array(a, pa.string()),
+         b_col.cast(pa.string()), pa.array(n, pa.int64())], schema=SCHEMA)
 
 
 def scan_batches(batches: Iterator[pa.RecordBatch], max_keys: int) -> Iterator[pa.RecordBatch]:
