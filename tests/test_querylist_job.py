@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import WORDNET, page_xml, read_bz2_text, write_dump
 from wit_builder.errors import InputError, OutputExistsError
+from wit_builder.inputs import fingerprint
 from wit_builder.querylist import job
 from wit_builder.querylist.wikitext import Page, parse_page, plain_text
 
@@ -218,3 +219,24 @@ def test_bad_inputs_are_clear_errors(spark, tmp_path):
     with pytest.raises(InputError, match="pageviews: no file matches"):
         run_job(spark, **hand_config(plain, tmp_path / "o3", pageviews=["/nope/*.gz"]))
     assert not any(p.name.startswith("o") for p in tmp_path.iterdir())
+
+
+def test_uri_inputs_are_expanded_by_spark(spark, tmp_path):
+    """A scheme:// glob goes to Spark unexpanded and is fingerprinted through fsspec."""
+    write_dump(tmp_path / "part-1.xml.bz2", HAND_PAGES[:3])
+    write_dump(tmp_path / "part-2.xml.bz2", HAND_PAGES[3:])
+    uri = f"file://{tmp_path}/part-*.xml.bz2"
+    assert fingerprint([uri])[1][:2] == (f"{tmp_path}/part-2.xml.bz2",
+                                         (tmp_path / "part-2.xml.bz2").stat().st_size)
+    result = run_job(spark, **hand_config(uri, tmp_path / "out", min_bigram_count=2))
+    assert result.marker["stats"]["rows_in"] == 7
+    assert len(result.marker["stats"]["files"]) == 2
+    with pytest.raises(InputError, match="no file matches"):
+        fingerprint([f"file://{tmp_path}/nothing-*.bz2"])
+
+
+def test_empty_dump_file_is_an_error(spark, tmp_path):
+    empty = tmp_path / "empty.xml"
+    empty.write_bytes(b"")
+    with pytest.raises(InputError, match=r"truncated.*empty\.xml"):
+        run_job(spark, **hand_config(empty, tmp_path / "out"))

@@ -1,35 +1,77 @@
-"""Resolving input paths and fingerprinting them for the config hash."""
+"""Resolving input paths and fingerprinting them for the config hash.
+
+Local paths and globs are expanded here, so a typo fails before Spark starts. URIs with a
+scheme (``file://``, ``s3a://``, ``hdfs://``, ``gs://``...) are passed to Spark unchanged,
+which expands their globs with the cluster's Hadoop filesystems; they are fingerprinted
+through fsspec where it knows the scheme, else by the URI alone (a logged warning says so).
+"""
 
 from __future__ import annotations
 
 import glob
+import logging
 import os
+import re
 from pathlib import Path
+from typing import Any
 
 from wit_builder.errors import InputError
 
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+log = logging.getLogger(__name__)
+
+
+def is_uri(path: str) -> bool:
+    """True for ``scheme://...`` paths, which Spark resolves itself."""
+    return bool(_SCHEME.match(path))
+
 
 def expand_inputs(spec: str | list[str], what: str) -> list[str]:
-    """Expand one path/glob or a list of them into sorted existing local file paths.
+    """Expand paths/globs into sorted existing local files; keep URIs as given.
 
-    Raises `InputError` naming the pattern when it matches nothing, so a typo never turns
-    into an empty (and silently partial) run.
+    Raises `InputError` naming the pattern when a local pattern matches nothing, so a typo
+    never turns into an empty (and silently partial) run.
     """
     patterns = [spec] if isinstance(spec, str) else list(spec)
     files: list[str] = []
     for pattern in patterns:
-        matched = sorted(glob.glob(os.path.expanduser(pattern)))
-        matched = [m for m in matched if os.path.isfile(m)]
+        if is_uri(pattern):
+            files.append(pattern)
+            continue
+        matched = [m for m in sorted(glob.glob(os.path.expanduser(pattern)))
+                   if os.path.isfile(m)]
         if not matched:
             raise InputError(f"{what}: no file matches {pattern!r}")
         files.extend(os.path.abspath(m) for m in matched)
     return sorted(set(files))
 
 
-def fingerprint(paths: list[str]) -> list[tuple[str, int, int]]:
-    """(path, size, mtime_ns) per file: cheap, and changes whenever a file is replaced."""
+def _uri_fingerprint(uri: str) -> list[tuple[str, Any, Any]]:
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(uri)
+        listed = fs.glob(path)
+    except (ImportError, ValueError) as e:
+        log.warning("cannot list %s (%s): identified by its URI only", uri, e)
+        return [(uri, None, None)]
+    if not listed:
+        raise InputError(f"no file matches {uri!r}")
     out = []
+    for name in sorted(listed):
+        info = fs.info(name)
+        version = info.get("mtime") or info.get("LastModified") or info.get("ETag")
+        out.append((name, info.get("size"), str(version)))
+    return out
+
+
+def fingerprint(paths: list[str]) -> list[tuple[str, Any, Any]]:
+    """(path, size, version) per file: cheap, and changes whenever a file is replaced."""
+    out: list[tuple[str, Any, Any]] = []
     for p in paths:
-        st = Path(p).stat()
-        out.append((p, st.st_size, st.st_mtime_ns))
+        if is_uri(p):
+            out.extend(_uri_fingerprint(p))
+        else:
+            st = Path(p).stat()
+            out.append((p, st.st_size, st.st_mtime_ns))
     return out

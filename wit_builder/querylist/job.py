@@ -19,13 +19,14 @@ import re
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import unquote
 
 import pyarrow.parquet as pq
 from pydantic import Field, field_validator
 
 from wit_builder.config import StageConfig
 from wit_builder.errors import InputError
-from wit_builder.inputs import expand_inputs, fingerprint
+from wit_builder.inputs import expand_inputs, fingerprint, is_uri
 from wit_builder.outputs import StageResult, run_stage
 from wit_builder.querylist import combine, pageviews, scan, wordnet
 from wit_builder.querylist.combine import Entry
@@ -113,7 +114,10 @@ def run_spark_action(action, what: str):
 
 
 def check_dump_files(counts: DataFrame, paths: list[str], stats: StageStats) -> None:
-    """Every file must end with ``</mediawiki>``: anything else is a truncated dump."""
+    """Every file must end with ``</mediawiki>``: anything else is a truncated dump.
+
+    A local input that yields no record at all (an empty file) is reported the same way.
+    """
     from pyspark.sql import functions as F
 
     rows = counts.filter(F.col("kind") == "f").collect()
@@ -121,11 +125,11 @@ def check_dump_files(counts: DataFrame, paths: list[str], stats: StageStats) -> 
     for r in rows:
         per_file.setdefault(r["a"], Counter())[r["b"]] += r["n"]
     stats.extra["files"] = {f: dict(c) for f, c in sorted(per_file.items())}
-    ended = {f for f, c in per_file.items() if c["end_tags"] > 0}
-    truncated = [p for p in paths if not any(f.endswith(p) for f in ended)]
-    if truncated:
-        raise InputError(
-            f"wiki dump truncated (no closing </mediawiki>): {', '.join(truncated)}")
+    bad = [f for f, c in sorted(per_file.items()) if c["end_tags"] == 0]
+    seen = [unquote(f) for f in per_file]  # Spark reports URIs, percent-encoded
+    bad += [p for p in paths if not is_uri(p) and not any(f.endswith(p) for f in seen)]
+    if bad:
+        raise InputError(f"wiki dump truncated (no closing </mediawiki>): {', '.join(bad)}")
 
 
 def page_stats(counts: DataFrame, stats: StageStats) -> int:
