@@ -17,8 +17,9 @@ import json
 import logging
 import re
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from urllib.parse import unquote
 
 import pyarrow.parquet as pq
@@ -100,7 +101,10 @@ def count_dump(spark: SparkSession, paths: list[str], cfg: QueryListConfig) -> D
 _FILE_IN_ERROR = re.compile(r"reading file (\S+?)\.?\s")
 
 
-def run_spark_action(action, what: str):
+T = TypeVar("T")
+
+
+def run_spark_action(action: Callable[[], T], what: str) -> T:
     """Run a Spark action, turning unreadable-input failures into an `InputError`."""
     try:
         return action()
@@ -173,13 +177,12 @@ def select_bigrams(counts: DataFrame, cfg: QueryListConfig, total: int) -> list[
 
 
 def select_titles(spark: SparkSession, counts: DataFrame, cfg: QueryListConfig,
-                  stats: StageStats) -> list[Entry]:
-    """Titles with enough pageviews, most viewed first (empty without `--pageviews`)."""
+                  paths: list[str], stats: StageStats) -> list[Entry]:
+    """Titles with enough pageviews, most viewed first (empty without pageview files)."""
     from pyspark.sql import functions as F
 
-    if not cfg.pageviews:
+    if not paths:
         return []
-    paths = expand_inputs(cfg.pageviews, "pageviews")
     titles, reasons = pageviews.popular_titles(spark, paths, cfg.min_hourly_views,
                                                cfg.min_views)
     stats.extra["pageviews"] = dict(sorted(reasons.items()))
@@ -201,7 +204,7 @@ def write_outputs(tmp: Path, entries: list[Entry], stats: StageStats) -> None:
              json.dumps(stats.extra["entries_by_source"]))
 
 
-def build(tmp: Path, cfg: QueryListConfig, dump_paths: list[str],
+def build(tmp: Path, cfg: QueryListConfig, dump_paths: list[str], pageview_paths: list[str],
           spark: SparkSession) -> StageStats:
     """Compute every source and write the list into `tmp`."""
     stats = StageStats(STAGE)
@@ -213,7 +216,7 @@ def build(tmp: Path, cfg: QueryListConfig, dump_paths: list[str],
         [Entry(n, "wordnet") for n in names],
         select_unigrams(counts, cfg),
         select_bigrams(counts, cfg, total),
-        select_titles(spark, counts, cfg, stats),
+        select_titles(spark, counts, cfg, pageview_paths, stats),
     ]
     stats.extra["candidates_by_source"] = {
         s: len(c) for s, c in zip(combine.SOURCES, sources, strict=False)}
@@ -225,15 +228,14 @@ def build(tmp: Path, cfg: QueryListConfig, dump_paths: list[str],
 def run(cfg: QueryListConfig, spark: SparkSession | None = None) -> StageResult:
     """Run the stage (skips when `cfg.out` is complete for this config)."""
     dump_paths = expand_inputs(cfg.wiki_dump, "wiki dump")
-    inputs: list[Any] = [fingerprint(dump_paths)]
-    if cfg.pageviews:
-        inputs.append(fingerprint(expand_inputs(cfg.pageviews, "pageviews")))
+    pageview_paths = expand_inputs(cfg.pageviews, "pageviews") if cfg.pageviews else []
+    inputs: list[Any] = [fingerprint(dump_paths), fingerprint(pageview_paths)]
     if cfg.wordnet:
         data_dir = wordnet.find_data_dir(cfg.wordnet)
         inputs.append(fingerprint([str(data_dir / n) for n in wordnet.POS_FILES]))
 
     def body(tmp: Path) -> StageStats:
         session = spark or get_spark(cfg.master, "wit-querylist", cfg.spark_conf)
-        return build(tmp, cfg, dump_paths, session)
+        return build(tmp, cfg, dump_paths, pageview_paths, session)
 
     return run_stage(STAGE, OUTPUT_VERSION, cfg, inputs, body)
