@@ -89,14 +89,21 @@ def bench_querylist(copies: int) -> dict[str, float]:
             "job_mb_s_core": round(job, 3), "job_vs_bzcat": round(job / base, 3)}
 
 
+# name -> function of the parsed arguments; each returns its figures, baseline included.
+BENCHMARKS: dict[str, Callable[[argparse.Namespace], dict[str, float]]] = {
+    "querylist": lambda args: bench_querylist(args.copies),
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["querylist"], default=None)
+    parser.add_argument("--only", choices=sorted(BENCHMARKS), default=None)
     parser.add_argument("--copies", type=int, default=6)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    results = {"querylist": bench_querylist(args.copies)}
+    names = [args.only] if args.only else list(BENCHMARKS)
+    results = {name: BENCHMARKS[name](args) for name in names}
     for name, figures in results.items():
         print(f"== {name}")
         for key, value in figures.items():
