@@ -1,0 +1,116 @@
+"""MetaCLIP class balancing: cap each query entry at about `t` pairs, keep the tail whole.
+
+With ``count_e`` the number of pairs matching entry *e*, each entry gets the sampling
+probability ``p_e = t / max(count_e, t)`` (1 for tail entries, those with at most `t`
+matches). A pair matching the set of entries S is kept with probability
+``1 − Π_{e∈S} (1 − p_e)``: it survives if any of its entries would keep it. So a pair
+matching any tail entry is always kept, and a head entry keeps about `t` of its pairs
+(a little more, from pairs also kept for other entries).
+
+The uniform draw for a pair is a hash of (uid, seed), not a random generator: the same
+input, `t` and seed select exactly the same pairs on any cluster, in any task order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+KEEP_PROB = pa.field("keep_prob", pa.float64())
+
+
+def entry_probabilities(counts: np.ndarray, t: int) -> np.ndarray:
+    """``p_e = t / max(count_e, t)`` for every entry (1.0 where count_e ≤ t)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    return t / np.maximum(counts, float(t))
+
+
+def t_for_tail_fraction(counts: np.ndarray, fraction: float) -> int:
+    """Smallest t such that entries with count ≤ t hold ≥ `fraction` of all matches.
+
+    MetaCLIP-style choice of t from the data: with a larger `fraction` more of the
+    distribution counts as tail (kept whole) and the result is larger and less balanced.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"tail fraction must be in (0, 1], got {fraction}")
+    values = np.sort(np.asarray(counts, dtype=np.int64)[np.asarray(counts) > 0])
+    if len(values) == 0:
+        return 1
+    share = np.cumsum(values) / values.sum()
+    index = int(np.searchsorted(share, fraction - 1e-12))
+    return int(values[min(index, len(values) - 1)])
+
+
+def keep_probabilities(entry_ids: pa.ListArray | pa.ChunkedArray,
+                       p: np.ndarray) -> np.ndarray:
+    """``1 − Π (1 − p_e)`` over each row's entry ids (computed as a sum of logs)."""
+    if isinstance(entry_ids, pa.ChunkedArray):
+        entry_ids = entry_ids.combine_chunks()
+    flat = pc.list_flatten(entry_ids).to_numpy(zero_copy_only=False)
+    rows = pc.list_parent_indices(entry_ids).to_numpy(zero_copy_only=False)
+    with np.errstate(divide="ignore"):  # log(0) = -inf for p_e = 1 is intended
+        log_q = np.log1p(-p[flat])
+    log_prod = np.bincount(rows, weights=log_q, minlength=len(entry_ids))
+    return -np.expm1(log_prod)
+
+
+def uniform_draws(uids: Iterable[str], seed: int) -> np.ndarray:
+    """A uniform number in [0, 1) per uid: the top 53 bits of blake2b(seed, uid)."""
+    key = str(seed).encode()
+    draws = [int.from_bytes(hashlib.blake2b(u.encode(), digest_size=8, key=key).digest())
+             >> 11 for u in uids]
+    return np.asarray(draws, dtype=np.float64) / float(1 << 53)
+
+
+def balance_batch(batch: pa.RecordBatch, p: np.ndarray, seed: int) -> pa.RecordBatch:
+    """The rows of `batch` that are kept, with their ``keep_prob``."""
+    keep_prob = keep_probabilities(batch.column("entry_ids"), p)
+    draws = uniform_draws(batch.column("uid").to_pylist(), seed)
+    with_prob = batch.append_column(KEEP_PROB, pa.array(keep_prob, pa.float64()))
+    return with_prob.filter(pa.array(draws < keep_prob))
+
+
+def balance_partition(batches: Iterable[pa.RecordBatch], p_of: object,
+                      seed: int) -> Iterator[pa.RecordBatch]:
+    """``mapInArrow`` body; `p_of` is a broadcast of the `entry_probabilities` array."""
+    p = p_of.value  # type: ignore[attr-defined]
+    for batch in batches:
+        yield balance_batch(batch, p, seed)
+
+
+def plot_entry_counts(matches: np.ndarray, kept: np.ndarray, t: int,
+                      out_dir: Path) -> list[Path]:
+    """Log-log plots of per-entry counts before/after balancing; returns the PNG paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rank = out_dir / "entry_counts_rank.png"
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for values, label in ((matches, "matched"), (kept, "kept")):
+        ordered = np.sort(values[values > 0])[::-1]
+        ax.loglog(np.arange(1, len(ordered) + 1), ordered, label=label)
+    ax.axhline(t, color="grey", linestyle="--", label=f"t = {t:,}")
+    ax.set(xlabel="entry rank", ylabel="pairs per entry", title="Pairs per query entry")
+    ax.legend()
+    fig.savefig(rank, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    hist = out_dir / "entry_counts_hist.png"
+    fig, ax = plt.subplots(figsize=(6, 4))
+    top = max(int(matches.max(initial=1)), 2)
+    bins = np.unique(np.logspace(0, np.log10(top + 1), 40).astype(int))
+    for values, label in ((matches, "matched"), (kept, "kept")):
+        ax.hist(values[values > 0], bins=bins, histtype="step", label=label)
+    ax.set(xscale="log", yscale="log", xlabel="pairs per entry", ylabel="entries",
+           title="Distribution of per-entry counts")
+    ax.legend()
+    fig.savefig(hist, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return [rank, hist]

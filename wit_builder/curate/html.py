@@ -1,0 +1,82 @@
+"""HTML pages → image references (src, alt, title) with the page's `<base href>`.
+
+Bytes are decoded with the page's declared charset, looked up in the order a browser uses:
+byte-order mark, the HTTP ``Content-Type`` charset, then a ``<meta charset>`` or
+``<meta http-equiv="Content-Type">`` in the first bytes of the document; UTF-8 otherwise.
+Undecodable bytes become U+FFFD rather than failing the page. Parsing is done by lexbor
+(through selectolax), which recovers from broken markup the way browsers do, so a page cut
+off mid-document still yields the images before the cut.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from dataclasses import dataclass
+
+from selectolax.lexbor import LexborHTMLParser
+
+# How far into the document to look for a <meta> charset (the HTML spec prescans 1024
+# bytes; real pages often put long scripts first, so look further).
+META_PRESCAN_BYTES = 4096
+_META_CHARSET = re.compile(
+    rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
+_BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"),
+         (codecs.BOM_UTF16_BE, "utf-16-be"))
+# Labels that browsers decode as another encoding (WHATWG Encoding standard).
+_BROWSER_ALIASES = {"iso-8859-1": "cp1252", "latin-1": "cp1252", "ascii": "cp1252",
+                    "us-ascii": "cp1252", "x-sjis": "shift_jis", "gb2312": "gb18030",
+                    "gbk": "gb18030"}
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """One `<img>` (or WAT ``IMG@/src`` link) as written in the page: src may be relative."""
+
+    src: str
+    alt: str | None
+    title: str | None
+
+
+def codec_name(label: str | None) -> str | None:
+    """Python codec for a charset label, or None if Python does not know the label."""
+    if not label:
+        return None
+    label = label.strip().strip("\"'").lower()
+    label = _BROWSER_ALIASES.get(label, label)
+    try:
+        return codecs.lookup(label).name
+    except LookupError:
+        return None
+
+
+def sniff_charset(body: bytes, header_charset: str | None) -> str:
+    """The codec to decode `body` with (see module docstring for the order)."""
+    for bom, name in _BOMS:
+        if body.startswith(bom):
+            return name
+    found = codec_name(header_charset)
+    if found:
+        return found
+    match = _META_CHARSET.search(body[:META_PRESCAN_BYTES])
+    found = codec_name(match.group(1).decode("ascii")) if match else None
+    # A page cannot really be UTF-16 if its <meta> was readable as ASCII.
+    if found and not found.startswith("utf-16"):
+        return found
+    return "utf-8"
+
+
+def decode_html(body: bytes, header_charset: str | None = None) -> str:
+    """Decode `body` with its declared charset, replacing undecodable bytes."""
+    return body.decode(sniff_charset(body, header_charset), errors="replace")
+
+
+def image_refs(html: str) -> tuple[str | None, list[ImageRef]]:
+    """The document's `<base href>` (or None) and its `<img>` elements that have a src."""
+    tree = LexborHTMLParser(html)
+    base = tree.css_first("base[href]")
+    images = []
+    for node in tree.css("img[src]"):
+        attrs = node.attributes
+        images.append(ImageRef(attrs.get("src") or "", attrs.get("alt"), attrs.get("title")))
+    return (base.attributes.get("href") if base else None), images
