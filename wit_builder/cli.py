@@ -110,6 +110,93 @@ def querylist(
 
 
 
+WarcOpt = Annotated[list[str] | None, typer.Option(
+    "--warc", help="WARC/WAT files (path, glob or URI; repeatable)")]
+ManifestOpt = Annotated[str | None, typer.Option(
+    "--manifest", help="file listing one WARC/WAT path or URI a line (.gz ok)")]
+LidOpt = Annotated[str | None, typer.Option(
+    "--lid-model", help="fastText LID model (default: bundled lid.176.ftz)")]
+LangOpt = Annotated[str | None, typer.Option(
+    "--lang", help="language to keep, 'none' = all (default: en)")]
+ScoreOpt = Annotated[float | None, typer.Option(help="min language probability [0.5]")]
+EntriesOpt = Annotated[Path | None, typer.Option(
+    "--entries", help="query list: querylist output dir, entries.parquet or .txt")]
+PairsOpt = Annotated[Path | None, typer.Option("--pairs", help="previous stage's output dir")]
+TOpt = Annotated[int | None, typer.Option("--t", help="max pairs per entry [20000]")]
+TailOpt = Annotated[float | None, typer.Option(
+    help="choose t so entries with ≤ t matches hold this share of matches")]
+SeedOpt = Annotated[int | None, typer.Option(help="seed of the sampling hash [0]")]
+
+
+def _extract_flags(warc: list[str] | None, manifest: str | None, lid_model: str | None,
+                   lang: str | None, min_lang_score: float | None) -> dict[str, Any]:
+    return dict(warc=warc or None, manifest=manifest, lid_model=lid_model, lang=lang,
+                min_lang_score=min_lang_score)
+
+
+@app.command()
+@handle_errors
+def extract(
+    warc: WarcOpt = None, manifest: ManifestOpt = None, out: OutOpt = None,
+    lid_model: LidOpt = None, lang: LangOpt = None, min_lang_score: ScoreOpt = None,
+    config: ConfigOpt = None, set_: SetOpt = None, master: MasterOpt = None,
+    overwrite: OverwriteOpt = None,
+) -> None:
+    """Extract English (image URL, alt-text) pairs from WARC/WAT files."""
+    from wit_builder.curate import extract_job as job
+
+    flags = dict(_extract_flags(warc, manifest, lid_model, lang, min_lang_score),
+                 out=out, master=master, overwrite=overwrite)
+    report(job.run(load_config(job.ExtractConfig, job.STAGE, config, flags, set_)))
+
+
+@app.command()
+@handle_errors
+def match(
+    pairs: PairsOpt = None, entries: EntriesOpt = None, out: OutOpt = None,
+    config: ConfigOpt = None, set_: SetOpt = None, master: MasterOpt = None,
+    overwrite: OverwriteOpt = None,
+) -> None:
+    """Keep the pairs whose text contains a query entry (MetaCLIP rule)."""
+    from wit_builder.curate import match_job as job
+
+    flags = dict(pairs=pairs, entries=entries, out=out, master=master, overwrite=overwrite)
+    report(job.run(load_config(job.MatchConfig, job.STAGE, config, flags, set_)))
+
+
+@app.command()
+@handle_errors
+def balance(
+    pairs: PairsOpt = None, entries: EntriesOpt = None, out: OutOpt = None,
+    t: TOpt = None, tail_fraction: TailOpt = None, seed: SeedOpt = None,
+    config: ConfigOpt = None, set_: SetOpt = None, master: MasterOpt = None,
+    overwrite: OverwriteOpt = None,
+) -> None:
+    """Sub-sample matched pairs to at most ~t per entry (MetaCLIP balancing)."""
+    from wit_builder.curate import balance_job as job
+
+    flags = dict(pairs=pairs, entries=entries, out=out, t=t, tail_fraction=tail_fraction,
+                 seed=seed, master=master, overwrite=overwrite)
+    report(job.run(load_config(job.BalanceConfig, job.STAGE, config, flags, set_)))
+
+
+@app.command()
+@handle_errors
+def curate(
+    warc: WarcOpt = None, manifest: ManifestOpt = None, entries: EntriesOpt = None,
+    out: OutOpt = None, lid_model: LidOpt = None, lang: LangOpt = None,
+    min_lang_score: ScoreOpt = None, t: TOpt = None, tail_fraction: TailOpt = None,
+    seed: SeedOpt = None, config: ConfigOpt = None, set_: SetOpt = None,
+    master: MasterOpt = None, overwrite: OverwriteOpt = None,
+) -> None:
+    """Extract → match → balance in one Spark job."""
+    from wit_builder.curate import curate_job as job
+
+    flags = dict(_extract_flags(warc, manifest, lid_model, lang, min_lang_score),
+                 entries=entries, out=out, t=t, tail_fraction=tail_fraction, seed=seed,
+                 master=master, overwrite=overwrite)
+    report(job.run(load_config(job.CurateConfig, job.STAGE, config, flags, set_)))
+
 
 @app.command()
 @handle_errors
