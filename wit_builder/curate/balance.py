@@ -48,15 +48,22 @@ def t_for_tail_fraction(counts: np.ndarray, fraction: float) -> int:
 
 def keep_probabilities(entry_ids: pa.ListArray | pa.ChunkedArray,
                        p: np.ndarray) -> np.ndarray:
-    """``1 − Π (1 − p_e)`` over each row's entry ids (computed as a sum of logs)."""
+    """``1 − Π (1 − p_e)`` over each row's entry ids (exactly p_e for a single entry).
+
+    A row without entry ids gets 0 (it matches nothing, so nothing keeps it).
+    """
     if isinstance(entry_ids, pa.ChunkedArray):
         entry_ids = entry_ids.combine_chunks()
     flat = pc.list_flatten(entry_ids).to_numpy(zero_copy_only=False)
-    rows = pc.list_parent_indices(entry_ids).to_numpy(zero_copy_only=False)
-    with np.errstate(divide="ignore"):  # log(0) = -inf for p_e = 1 is intended
-        log_q = np.log1p(-p[flat])
-    log_prod = np.bincount(rows, weights=log_q, minlength=len(entry_ids))
-    return -np.expm1(log_prod)
+    lengths = pc.list_value_length(entry_ids).fill_null(0).to_numpy(zero_copy_only=False)
+    keep = np.zeros(len(entry_ids))
+    nonempty = lengths > 0
+    if flat.size:
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])[nonempty]
+        keep[nonempty] = 1.0 - np.multiply.reduceat(1.0 - p[flat], starts)
+        single = lengths == 1
+        keep[single] = p[flat[starts[single[nonempty]]]]
+    return keep
 
 
 def uniform_draws(uids: Iterable[str], seed: int) -> np.ndarray:
