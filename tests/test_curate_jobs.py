@@ -1,0 +1,282 @@
+"""The Spark curation jobs on real data: extract, match, balance, curate, resume."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests import warcs
+from tests.conftest import FIXTURES, REPO
+from wit_builder.curate import match_job
+from wit_builder.curate.balance_job import BalanceConfig
+from wit_builder.curate.balance_job import run as run_balance
+from wit_builder.curate.curate_job import CurateConfig
+from wit_builder.curate.curate_job import run as run_curate
+from wit_builder.curate.extract_job import ExtractConfig
+from wit_builder.curate.extract_job import run as run_extract
+from wit_builder.curate.hygiene import pair_uid
+from wit_builder.curate.match_job import MatchConfig
+from wit_builder.curate.matching import normalize_text
+from wit_builder.errors import InputError
+
+ALT_TEXTS = FIXTURES / "alt_text" / "laion-alt-text-1000.parquet"
+QUERY_LIST = REPO / "query_lists" / "enwiki-fixture" / "entries.parquet"
+WARC_GLOB = str(warcs.WARC_DIR / "*")
+PAIR_TYPES = {"uid": pa.string(), "url": pa.string(), "text": pa.string(),
+              "attr": pa.string(), "page_url": pa.string(), "lang": pa.string(),
+              "lang_score": pa.float32(), "source_file": pa.string()}
+
+
+def read_sorted(path: Path) -> pa.Table:
+    return pq.read_table(path).sort_by("uid")
+
+
+def accounted(stats: dict) -> bool:
+    return stats["rows_in"] - sum(stats["drops"].values()) == stats["rows_out"]
+
+
+@pytest.fixture(scope="module")
+def entries_txt(tmp_path_factory) -> Path:
+    """20k entries of the fixture query list: all non-WordNet ones (common words, as in
+    the real list) and the first WordNet names; small enough for the naive check."""
+    table = pq.read_table(QUERY_LIST).to_pylist()
+    common = [r["entry"] for r in table if r["source"] != "wordnet"]
+    wordnet = [r["entry"] for r in table if r["source"] == "wordnet"]
+    entries = common + wordnet[:20_000 - len(common)]
+    path = tmp_path_factory.mktemp("entries") / "entries.txt"
+    path.write_text("".join(f"{e}\n" for e in entries))
+    return path
+
+
+@pytest.fixture(scope="module")
+def alt_pairs(tmp_path_factory) -> Path:
+    """The 1000 real alt-texts as an extract-stage output (pairs.parquet)."""
+    src = pq.read_table(ALT_TEXTS).to_pylist()
+    rows = [r for r in src if r["TEXT"] and r["URL"]]
+    table = pa.table({
+        "uid": [pair_uid(r["URL"], r["TEXT"]) for r in rows],
+        "url": [r["URL"] for r in rows], "text": [r["TEXT"] for r in rows],
+        "attr": ["alt"] * len(rows), "page_url": [None] * len(rows),
+        "lang": ["en"] * len(rows), "lang_score": pa.array([1.0] * len(rows), pa.float32()),
+        "source_file": [str(ALT_TEXTS)] * len(rows)})
+    out = tmp_path_factory.mktemp("alt") / "extract"
+    (out / "pairs.parquet").mkdir(parents=True)
+    pq.write_table(table, out / "pairs.parquet" / "part-0.parquet")
+    return out
+
+
+@pytest.fixture(scope="module")
+def extracted(spark, tmp_path_factory):
+    cfg = ExtractConfig(warc=[WARC_GLOB], out=tmp_path_factory.mktemp("ex") / "extract")
+    return run_extract(cfg, spark), cfg
+
+
+def test_extract_job_output_contract(extracted):
+    result, _ = extracted
+    table = pq.read_table(result.out_dir / "pairs.parquet")
+    assert {f.name: f.type for f in table.schema} == PAIR_TYPES
+    rows = table.to_pylist()
+    assert rows and len({r["uid"] for r in rows}) == len(rows)
+    assert all(r["uid"] == pair_uid(r["url"], r["text"]) for r in rows)
+    assert all(r["lang"] == "en" and r["lang_score"] >= 0.5 for r in rows)
+    stats = result.marker["stats"]
+    assert accounted(stats) and stats["rows_out"] == len(rows)
+    assert stats["drops"]["lang_not_en"] > 0 and stats["records"]["html_pages"] == 47
+    files = pq.read_table(result.out_dir / "file_counts.parquet").to_pylist()
+    assert {f["source_file"] for f in files} == {str(p) for p in warcs.WARC_DIR.iterdir()}
+
+
+def test_extract_rerun_skips_and_is_deterministic(spark, extracted, tmp_path):
+    result, cfg = extracted
+    assert run_extract(cfg, spark).status == "skipped"
+    again = run_extract(cfg.model_copy(update={"out": tmp_path / "again"}), spark)
+    assert read_sorted(again.out_dir / "pairs.parquet").equals(
+        read_sorted(result.out_dir / "pairs.parquet"))
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """A real HTTP server on 127.0.0.1 serving the WARC fixtures."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler,
+                                directory=str(warcs.WARC_DIR))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_manifest_with_local_and_http_entries(spark, http_server, tmp_path):
+    local = tmp_path / "local.warc.gz"
+    local.write_bytes(warcs.CLIPPED.read_bytes())
+    manifest = tmp_path / "files.txt"
+    manifest.write_text(f"# two files\n{http_server}/{warcs.CC_EXCERPT.name}\n\nlocal.warc.gz\n")
+    cfg = ExtractConfig(manifest=str(manifest), out=tmp_path / "m", lang=None,
+                        min_lang_score=0.0)
+    by_manifest = pq.read_table(run_extract(cfg, spark).out_dir / "pairs.parquet")
+    cfg = ExtractConfig(warc=[str(warcs.CC_EXCERPT), str(warcs.CLIPPED)], out=tmp_path / "g",
+                        lang=None, min_lang_score=0.0)
+    by_glob = pq.read_table(run_extract(cfg, spark).out_dir / "pairs.parquet")
+    assert by_manifest.num_rows == by_glob.num_rows > 30
+    assert sorted(by_manifest.column("uid").to_pylist()) == \
+        sorted(by_glob.column("uid").to_pylist())
+    assert any(f.startswith(http_server) for f in by_manifest.column("source_file").to_pylist())
+
+
+def test_missing_inputs_are_clear_errors(tmp_path):
+    manifest = tmp_path / "m.txt"
+    manifest.write_text("nope.warc.gz\n")
+    with pytest.raises(InputError, match="missing file"):
+        run_extract(ExtractConfig(manifest=str(manifest), out=tmp_path / "o"))
+    with pytest.raises(InputError, match="no file matches"):
+        run_extract(ExtractConfig(warc=[str(tmp_path / "*.warc.gz")], out=tmp_path / "o"))
+
+
+def naive_ids(entries: list[str], text: str) -> list[int]:
+    """Reference matcher: the rule's substring test, entry by entry."""
+    padded = normalize_text(text)
+    return [i for i, e in enumerate(entries) if e and f" {e} " in padded]
+
+
+@pytest.fixture(scope="module")
+def matched(spark, alt_pairs, entries_txt, tmp_path_factory):
+    cfg = MatchConfig(pairs=alt_pairs, entries=entries_txt,
+                      out=tmp_path_factory.mktemp("match") / "match")
+    return match_job.run(cfg, spark)
+
+
+def test_match_job_equals_naive_reference(matched, alt_pairs, entries_txt):
+    entries = entries_txt.read_text().splitlines()
+    source = pq.read_table(alt_pairs / "pairs.parquet").to_pylist()
+    expected = {r["uid"]: naive_ids(entries, r["text"]) for r in source}
+    expected = {uid: ids for uid, ids in expected.items() if ids}
+    got = {r["uid"]: r["entry_ids"] for r in
+           pq.read_table(matched.out_dir / "pairs.parquet").to_pylist()}
+    assert got == expected and len(got) > 500
+    stats = matched.marker["stats"]
+    assert accounted(stats) and stats["drops"]["no_match"] == len(source) - len(got)
+
+
+def test_automaton_built_once_per_process():
+    before = match_job.BUILDS["count"]
+    batch = pa.RecordBatch.from_pydict({"text": ["a red car", "nothing"]})
+    for _ in range(3):
+        out = list(match_job.match_partition(iter([batch]), _Value(["car", "red"]), "k1"))
+    assert match_job.BUILDS["count"] == before + 1
+    assert out[0].column("entry_ids").to_pylist() == [[0, 1]]
+
+
+class _Value:
+    """Stands in for a Broadcast: only `.value` is used."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+@pytest.fixture(scope="module")
+def balanced(spark, matched, entries_txt, tmp_path_factory):
+    cfg = BalanceConfig(pairs=matched.out_dir, entries=entries_txt, t=5,
+                        out=tmp_path_factory.mktemp("bal") / "balance")
+    return run_balance(cfg, spark), cfg
+
+
+def test_balance_job_counts_and_bounds(balanced, matched):
+    result, cfg = balanced
+    counts = pq.read_table(result.out_dir / "entry_counts.parquet").to_pylist()
+    matches = {c["entry_id"]: c["matches"] for c in counts}
+    kept = {c["entry_id"]: c["kept"] for c in counts}
+    # expectation computed here from the rule, row by row: q = 1 − Π(1 − min(1, t/count))
+    rows = pq.read_table(matched.out_dir / "pairs.parquet").column("entry_ids").to_pylist()
+    q = [1 - math.prod(1 - min(1.0, cfg.t / matches[e]) for e in ids) for ids in rows]
+    for e in matches:
+        mine = [qr for qr, ids in zip(q, rows, strict=True) if e in ids]
+        mean, var = sum(mine), sum(x * (1 - x) for x in mine)
+        assert abs(kept[e] - mean) <= 5 * math.sqrt(var) + 1, e
+        if matches[e] <= cfg.t:
+            assert kept[e] == matches[e]  # tail entries are kept whole
+    head = [e for e in matches if matches[e] > cfg.t]
+    assert len(head) > 20 and sum(kept[e] for e in head) < sum(matches[e] for e in head)
+    stats = result.marker["stats"]
+    assert accounted(stats) and stats["balance"]["t"] == cfg.t
+    assert stats["rows_out"] == pq.read_table(result.out_dir / "pairs.parquet").num_rows
+    assert {p.name for p in (result.out_dir / "plots").iterdir()} == {
+        "entry_counts_rank.png", "entry_counts_hist.png"}
+
+
+def test_balance_reruns_identical_and_seed_changes(spark, balanced, tmp_path):
+    result, cfg = balanced
+    same = run_balance(cfg.model_copy(update={"out": tmp_path / "same"}), spark)
+    other = run_balance(cfg.model_copy(update={"out": tmp_path / "other", "seed": 1}), spark)
+    first = read_sorted(result.out_dir / "pairs.parquet")
+    assert read_sorted(same.out_dir / "pairs.parquet").equals(first)
+    assert read_sorted(other.out_dir / "pairs.parquet").column("uid") != first.column("uid")
+
+
+def test_tail_fraction_chooses_t(spark, matched, entries_txt, tmp_path):
+    cfg = BalanceConfig(pairs=matched.out_dir, entries=entries_txt, tail_fraction=0.2,
+                        out=tmp_path / "tail")
+    stats = run_balance(cfg, spark).marker["stats"]
+    counts = pq.read_table(tmp_path / "tail" / "entry_counts.parquet").column("matches")
+    t = stats["balance"]["t"]
+    values = counts.to_numpy()
+    assert values[values <= t].sum() >= 0.2 * values.sum()
+    assert values[values < t].sum() < 0.2 * values.sum()
+
+
+CURATE_ARGS = dict(lang=None, min_lang_score=0.0, t=3, seed=5)
+
+
+def test_curate_equals_the_three_stages(spark, entries_txt, tmp_path):
+    cur = run_curate(CurateConfig(warc=[WARC_GLOB], entries=entries_txt,
+                                  out=tmp_path / "curate", **CURATE_ARGS), spark)
+    ex = run_extract(ExtractConfig(warc=[WARC_GLOB], out=tmp_path / "e", lang=None,
+                                   min_lang_score=0.0), spark)
+    ma = match_job.run(MatchConfig(pairs=ex.out_dir, entries=entries_txt,
+                                   out=tmp_path / "m"), spark)
+    ba = run_balance(BalanceConfig(pairs=ma.out_dir, entries=entries_txt, t=3, seed=5,
+                                   out=tmp_path / "b"), spark)
+    assert read_sorted(cur.out_dir / "pairs.parquet").equals(
+        read_sorted(ba.out_dir / "pairs.parquet"))
+    assert pq.read_table(cur.out_dir / "entry_counts.parquet").equals(
+        pq.read_table(ba.out_dir / "entry_counts.parquet"))
+    stats = cur.marker["stats"]
+    assert accounted(stats) and {"duplicate", "no_match"} <= set(stats["drops"])
+
+
+def wit(*args: str) -> list[str]:
+    return [sys.executable, "-m", "wit_builder.cli", *args]
+
+
+def test_killed_curate_reruns_to_identical_output(spark, entries_txt, tmp_path):
+    out = tmp_path / "killed"
+    args = wit("curate", "--warc", WARC_GLOB, "--entries", str(entries_txt), "--out",
+               str(out), "--lang", "none", "--min-lang-score", "0", "--t", "3", "--seed", "5",
+               "--master", "local[2]")
+    proc = subprocess.Popen(args, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(REPO)})
+    deadline = time.time() + 120
+    # kill once extraction has written its first file into the temporary output
+    while not list(tmp_path.glob(".killed.tmp-*/file_counts.parquet")):
+        assert proc.poll() is None and time.time() < deadline, "job ended before the kill"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()  # nothing half-written where readers look
+    subprocess.run(args, check=True, capture_output=True, env={**os.environ,
+                                                                "PYTHONPATH": str(REPO)})
+    assert not list(tmp_path.glob(".killed.tmp-*"))  # the dead run's temp dir is gone
+    reference = run_curate(CurateConfig(warc=[WARC_GLOB], entries=entries_txt,
+                                        out=tmp_path / "ref", **CURATE_ARGS), spark)
+    assert read_sorted(out / "pairs.parquet").equals(
+        read_sorted(reference.out_dir / "pairs.parquet"))
