@@ -31,6 +31,9 @@ demo: setup
 	$(BIN)/wit querylist --config configs/demo.yaml \
 		--wiki-dump "$(FIXTURES)/wikipedia/*.bz2" --out $(DEMO_OUT)/querylist
 	@$(BIN)/wit show $(DEMO_OUT)/querylist
+	$(BIN)/wit curate --config configs/demo.yaml --warc "$(FIXTURES)/warc/*" \
+		--entries $(DEMO_OUT)/querylist --out $(DEMO_OUT)/curate
+	@$(BIN)/wit show $(DEMO_OUT)/curate
 
 bench: setup
 	WIT_FIXTURES=$(FIXTURES) $(BIN)/python benchmarks/run.py

@@ -28,6 +28,28 @@ def entries_table(path: Path, per_source: int) -> Table:
     return view
 
 
+PAIR_PREVIEW = ("text", "url", "lang", "entry_ids", "keep_prob")
+
+
+def pairs_table(path: Path, rows: int) -> Table:
+    """The first `rows` pairs of a ``pairs.parquet`` dataset (the columns it has)."""
+    dataset = pq.ParquetDataset(path)
+    columns = [c for c in PAIR_PREVIEW if c in dataset.schema.names]
+    table = dataset.read(columns=columns)
+    view = Table(title=f"{path} ({table.num_rows:,} pairs)")
+    for col in columns:
+        view.add_column(col, overflow="fold", max_width=60 if col in ("text", "url") else 20)
+    for row in table.slice(0, rows).to_pylist():
+        view.add_row(*(_cell(row[c]) for c in columns))
+    return view
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return "" if value is None else str(value)
+
+
 def show(out_dir: Path, per_source: int = 5, console: Console | None = None) -> None:
     """Print the `_SUCCESS` summary of `out_dir` and a preview of its main table."""
     console = console or Console()
@@ -42,3 +64,5 @@ def show(out_dir: Path, per_source: int = 5, console: Console | None = None) -> 
         console.print(f"  dropped {n:,} × {reason}")
     if (out_dir / "entries.parquet").is_file():
         console.print(entries_table(out_dir / "entries.parquet", per_source))
+    if (out_dir / "pairs.parquet").exists():
+        console.print(pairs_table(out_dir / "pairs.parquet", per_source))
