@@ -10,12 +10,31 @@ querylist
     per-task scan (`scan_batches`, what one Spark task runs: XML, wikitext, tokens,
     counts) on one core, and (b) the whole `wit querylist` Spark job in local mode
     (start-up, scan, aggregation, selection, writing) divided by its cores.
+
+match
+    Input: the 1000 real alt-texts of the fixture repeated `--match-repeats` times, and a
+    500k-entry list (the 88.7k-entry fixture list plus the most frequent real bigrams of
+    the Wikipedia excerpt). Baseline: a bare pyahocorasick loop over the padded texts on
+    one core (``automaton.iter``, nothing else); second baseline: the same loop over the
+    texts already normalized by the rule (marks spaced out, which also yields more hits),
+    with the normalization left untimed. Measured: the match stage inside Spark
+    (`match_df` over a cached DataFrame, all cores, written to the noop sink; automata
+    already built by a warm-up run, as in a long job), as texts/s/core.
+
+extract
+    Input: the fixture WARC records (the CC-MAIN excerpt and the EUC-JP pages) repacked as
+    one gzip member per record, repeated to about `--extract-mb` MB compressed. Baseline:
+    raw fastwarc iteration of the same file (every record's payload read), one core.
+    Measured: `extract_file` (what one Spark task runs: parse, resolve, clean, LID), one
+    core, with every language kept so each candidate goes through LID; ratio of times on
+    the same file = ratio of pairs/s.
 """
 
 from __future__ import annotations
 
 import argparse
 import bz2
+import itertools
 import json
 import os
 import shutil
@@ -89,9 +108,125 @@ def bench_querylist(copies: int) -> dict[str, float]:
             "job_mb_s_core": round(job, 3), "job_vs_bzcat": round(job / base, 3)}
 
 
+ALT_TEXTS = FIXTURES / "alt_text" / "laion-alt-text-1000.parquet"
+QUERY_LIST = REPO / "query_lists" / "enwiki-fixture" / "entries.parquet"
+
+
+def five_hundred_k_entries() -> list[str]:
+    """The fixture list topped up to 500k with the excerpt's most frequent bigrams."""
+    import collections
+
+    import pyarrow.parquet as pq
+
+    from wit_builder.tokenize import tokens
+
+    entries = pq.read_table(QUERY_LIST).column("entry").to_pylist()
+    with bz2.open(WIKI, "rt", encoding="utf-8") as f:
+        words = tokens(f.read())
+    pairs = collections.Counter(itertools.pairwise(words))
+    seen = set(entries)
+    for (a, b), _ in pairs.most_common():
+        if len(entries) == 500_000:
+            break
+        if f"{a} {b}" not in seen:
+            seen.add(f"{a} {b}")
+            entries.append(f"{a} {b}")
+    if len(entries) < 500_000:
+        raise SystemExit(f"only {len(entries)} entries could be built")
+    return entries
+
+
+def bench_match(repeats: int) -> dict[str, float]:
+    import pyarrow.parquet as pq
+
+    from wit_builder.curate.match_job import match_df
+    from wit_builder.curate.matching import build_automaton, normalize_text
+    from wit_builder.spark import get_spark
+
+    texts = [t for t in pq.read_table(ALT_TEXTS).column("TEXT").to_pylist() if t] * repeats
+    entries = five_hundred_k_entries()
+    automaton = build_automaton(entries)
+
+    def bare_loop(padded: list[str]) -> None:
+        for text in padded:
+            for _ in automaton.iter(text):
+                pass
+
+    t_bare = best_of(3, lambda: bare_loop([f" {t} " for t in texts]))
+    normalized = [normalize_text(t) for t in texts]  # the rule's text, prepared untimed
+    t_rule = best_of(3, lambda: bare_loop(normalized))
+    cores = os.cpu_count() or 1
+    spark = get_spark(f"local[{cores}]", "wit-bench-match",
+                      {"spark.sql.shuffle.partitions": str(cores)})
+    df = spark.createDataFrame(pa.table({"text": texts}).to_pandas()) \
+        .repartition(cores).cache()
+    df.count()
+    run = lambda: match_df(df, entries).write.format("noop").mode("overwrite").save()  # noqa: E731
+    run()  # warm-up: each Python worker builds its automaton once
+    t_spark = best_of(3, run)
+    spark.stop()
+    bare = len(texts) / t_bare
+    inside = len(texts) / t_spark / cores
+    return {"texts": len(texts), "entries": len(entries), "cores": cores,
+            "bare_texts_s_core": round(bare),
+            "bare_normalized_texts_s_core": round(len(texts) / t_rule),
+            "spark_texts_s_core": round(inside), "spark_vs_bare": round(inside / bare, 3),
+            "spark_vs_bare_normalized": round(inside * t_rule / len(texts), 3)}
+
+
+def repacked_warc(target_mb: float, path: Path) -> Path:
+    """Fixture WARC records, one gzip member each, repeated to about `target_mb` MB."""
+    import gzip
+    import io
+
+    from fastwarc import ArchiveIterator, WarcRecordType
+
+    members = []
+    for name in ("cc-main-2020-34-excerpt.warc.gz", "clueweb-euc-jp.warc.gz"):
+        data = gzip.decompress((FIXTURES / "warc" / name).read_bytes())
+        starts = [r.stream_pos for r in ArchiveIterator(
+            io.BytesIO(data), parse_http=False, record_types=WarcRecordType.any_type)]
+        members += [gzip.compress(data[a:b])
+                    for a, b in zip(starts, [*starts[1:], len(data)], strict=True)]
+    block = b"".join(members)
+    path.write_bytes(block * max(1, round(target_mb * 1e6 / len(block))))
+    return path
+
+
+def bench_extract(target_mb: float) -> dict[str, float]:
+    from collections import deque
+
+    from fastwarc import ArchiveIterator, WarcRecordType
+
+    from wit_builder.curate.extract import ExtractParams, extract_file
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = repacked_warc(target_mb, Path(tmp) / "bench.warc.gz")
+        mb = path.stat().st_size / 1e6
+
+        def raw() -> None:
+            for record in ArchiveIterator(str(path), record_types=WarcRecordType.any_type):
+                record.reader.read()
+
+        params = ExtractParams(lang=None, min_lang_score=0.0)
+        batches: list = []
+        t_raw = best_of(3, raw)
+        t_ours = best_of(2, lambda: batches.__setitem__(
+            slice(None), list(extract_file(str(path), params))))
+        deque(batches, maxlen=0)
+    pairs = sum(b.num_rows for b in batches[:-1])
+    return {"input_mb": round(mb, 1), "pairs": pairs,
+            "raw_fastwarc_mb_s_core": round(mb / t_raw, 1),
+            "extract_mb_s_core": round(mb / t_ours, 2),
+            "extract_pairs_s_core": round(pairs / t_ours),
+            "extract_vs_raw_fastwarc": round(t_raw / t_ours, 3)}
+
+
 # name -> function of the parsed arguments; each returns its figures, baseline included.
 BENCHMARKS: dict[str, Callable[[argparse.Namespace], dict[str, float]]] = {
     "querylist": lambda args: bench_querylist(args.copies),
+    "match": lambda args: bench_match(args.match_repeats),
+    "extract": lambda args: bench_extract(args.extract_mb),
 }
 
 
@@ -100,6 +235,8 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=sorted(BENCHMARKS), default=None)
     parser.add_argument("--copies", type=int, default=6)
+    parser.add_argument("--match-repeats", type=int, default=300)
+    parser.add_argument("--extract-mb", type=float, default=30.0)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     names = [args.only] if args.only else list(BENCHMARKS)

@@ -71,6 +71,16 @@ def decode_html(body: bytes, header_charset: str | None = None) -> str:
     return body.decode(sniff_charset(body, header_charset), errors="replace")
 
 
+_IMG_TAG = re.compile(rb"<img", re.IGNORECASE)
+# "<img" in UTF-16 text has NUL bytes in between: such pages are always parsed.
+_UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+
+
+def may_have_images(body: bytes) -> bool:
+    """False only if `body` certainly has no `<img` tag (a cheap byte search)."""
+    return body.startswith(_UTF16_BOMS) or _IMG_TAG.search(body) is not None
+
+
 def image_refs(html: str) -> tuple[str | None, list[ImageRef]]:
     """The document's `<base href>` (or None) and its `<img>` elements that have a src."""
     tree = LexborHTMLParser(html)

@@ -11,21 +11,22 @@ Outputs: ``pairs.parquet`` (input columns + ``entry_ids: list<int32>``), `stats.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import ahocorasick
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field
 
 from wit_builder.config import StageConfig
 from wit_builder.curate.datasets import dataset_files, pairs_dataset, write_pairs
-from wit_builder.curate.matching import build_automaton, match_ids
+from wit_builder.curate.matching import build_automaton, match_many
 from wit_builder.errors import InputError
 from wit_builder.inputs import fingerprint
 from wit_builder.outputs import StageResult, run_stage
@@ -87,17 +88,17 @@ def worker_automaton(key: Any, entries: Callable[[], list[str]]) -> ahocorasick.
 
 def match_batch(batch: pa.RecordBatch, automaton: ahocorasick.Automaton) -> pa.RecordBatch:
     """Rows of `batch` with at least one matching entry, plus their ``entry_ids``."""
-    ids = [match_ids(automaton, text) for text in batch.column("text").to_pylist()]
-    keep = pa.array([bool(x) for x in ids])
-    matched = pa.array([x for x in ids if x], ENTRY_IDS.type)
-    return batch.filter(keep).append_column(ENTRY_IDS, matched)
+    offsets, ids = match_many(automaton, batch.column("text").to_pylist())
+    lists = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(ids, pa.int32()))
+    keep = pa.array(np.diff(offsets) > 0)
+    return batch.filter(keep).append_column(ENTRY_IDS, lists.filter(keep))
 
 
 def match_partition(batches: Iterable[pa.RecordBatch], entries: Broadcast[list[str]],
                     key: str) -> Iterator[pa.RecordBatch]:
     """``mapInArrow`` body: match every batch against the broadcast entry list.
 
-    `key` names the list (unique per `match_df` call) for the per-worker cache.
+    `key` identifies the list (`list_key`) in the per-worker cache.
     """
     automaton = worker_automaton(key, lambda: entries.value)
     for batch in batches:
@@ -110,10 +111,18 @@ def spark_schema(df: DataFrame) -> str:
                      + ["entry_ids array<int>"])
 
 
+def list_key(entries: list[str]) -> str:
+    """Content hash of an entry list: workers reuse an automaton across jobs of a session."""
+    digest = hashlib.blake2b(digest_size=16)
+    for entry in entries:
+        digest.update(entry.encode("utf-8", "surrogatepass") + b"\n")
+    return digest.hexdigest()
+
+
 def match_df(df: DataFrame, entries: list[str]) -> DataFrame:
     """`df` (with a ``text`` column) restricted to matching rows, with ``entry_ids``."""
     bc = df.sparkSession.sparkContext.broadcast(entries)
-    body = functools.partial(match_partition, entries=bc, key=uuid.uuid4().hex)
+    body = functools.partial(match_partition, entries=bc, key=list_key(entries))
     return df.mapInArrow(body, spark_schema(df))
 
 
