@@ -67,7 +67,8 @@ def cluster(tmp_path_factory) -> Iterator[str]:
         for proc in reversed(procs):
             proc.terminate()
             proc.wait(timeout=30)
-    assert "Registering app wit-querylist" in master_log.read_text()
+    log = master_log.read_text()
+    assert "Registering app wit-querylist" in log and "Registering app wit-curate" in log
 
 
 def test_spark_submit_query_list_on_standalone_cluster(cluster, tmp_path):
@@ -83,3 +84,27 @@ def test_spark_submit_query_list_on_standalone_cluster(cluster, tmp_path):
     rows = pq.read_table(out / "entries.parquet").to_pylist()
     assert [r["entry"] for r in rows if r["source"] == "bigram"] == ["red fox"]
     assert (out / "_SUCCESS").is_file()
+
+
+def test_spark_submit_curate_on_standalone_cluster(cluster, spark, tmp_path):
+    """The whole curation via spark-submit, with a user LID model shipped to the workers,
+    gives the same pairs as a local run."""
+    from tests import warcs
+    from wit_builder.curate.curate_job import CurateConfig, run
+    from wit_builder.curate.lid import default_model_path
+
+    model = tmp_path / "my-lid.ftz"
+    model.write_bytes(Path(default_model_path()).read_bytes())
+    entries = REPO / "query_lists" / "enwiki-fixture"
+    args = ["--warc", str(warcs.WARC_DIR / "*"), "--entries", str(entries),
+            "--lid-model", str(model), "--t", "2"]
+    cmd = [BIN / "spark-submit", "--master", cluster, "--conf", "spark.ui.enabled=false",
+           str(REPO / "jobs" / "curate.py"), *args, "--out", str(tmp_path / "cluster")]
+    proc = subprocess.run(cmd, env=spark_env(tmp_path), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    local = run(CurateConfig(warc=[str(warcs.WARC_DIR / "*")], entries=entries,
+                             lid_model=str(model), t=2, out=tmp_path / "local"), spark)
+    on_cluster = pq.read_table(tmp_path / "cluster" / "pairs.parquet").sort_by("uid")
+    assert on_cluster.num_rows > 0
+    assert on_cluster.equals(pq.read_table(local.out_dir / "pairs.parquet").sort_by("uid"))
