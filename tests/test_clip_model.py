@@ -1,0 +1,122 @@
+"""The CLIP model and tokenizer against open_clip 3.3.0 (the reference implementation)."""
+
+from __future__ import annotations
+
+import warnings
+
+import open_clip
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from tests.conftest import FIXTURES
+from wit_builder.clip.configs import get_config
+from wit_builder.clip.model import CLIP, create_model
+from wit_builder.clip.tokenizer import Tokenizer
+
+CAPTIONS = [t for t in pq.read_table(FIXTURES / "alt_text" / "laion-alt-text-1000.parquet")
+            .column("TEXT").to_pylist() if t]
+
+
+def reference(name: str) -> torch.nn.Module:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return open_clip.create_model(name, pretrained=None).eval()
+
+
+def tiny_reference() -> torch.nn.Module:
+    """open_clip's CLIP class built with our ``tiny`` sizes."""
+    cfg = get_config("tiny")
+    v, t = cfg.vision, cfg.text
+    return open_clip.model.CLIP(
+        cfg.embed_dim,
+        vision_cfg={"image_size": v.image_size, "patch_size": v.patch_size,
+                    "width": v.width, "layers": v.layers, "head_width": v.head_width},
+        text_cfg={"context_length": t.context_length, "vocab_size": t.vocab_size,
+                  "width": t.width, "heads": t.heads, "layers": t.layers}).eval()
+
+
+@pytest.mark.parametrize("name", ["ViT-B-32", "ViT-B-16", "ViT-S-32"])
+def test_state_dict_layout_equals_open_clip(name):
+    ours = {k: v.shape for k, v in create_model(name).state_dict().items()}
+    theirs = {k: v.shape for k, v in reference(name).state_dict().items()}
+    assert ours == theirs
+
+
+def assert_same_outputs(ours: CLIP, theirs: torch.nn.Module, image_size: int) -> None:
+    torch.manual_seed(0)
+    images = torch.randn(3, 3, image_size, image_size)
+    tokens = Tokenizer()(CAPTIONS[:3])
+    with torch.no_grad():
+        for mine, ref in ((ours.encode_image(images), theirs.encode_image(images)),
+                          (ours.encode_text(tokens), theirs.encode_text(tokens))):
+            assert (mine - ref).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize("name", ["ViT-B-32", "ViT-B-32-quickgelu"])
+def test_our_weights_load_strictly_into_open_clip_and_agree(name):
+    ours = create_model(name).eval()
+    theirs = reference(name)
+    theirs.load_state_dict(ours.state_dict(), strict=True)
+    assert_same_outputs(ours, theirs, 224)
+
+
+def test_open_clip_weights_load_here_and_agree():
+    theirs = reference("ViT-B-32")
+    ours = create_model("ViT-B-32").eval()
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    assert_same_outputs(ours, theirs, 224)
+    assert ours.logit_scale.exp().item() == pytest.approx(1 / 0.07)
+
+
+def test_tiny_config_matches_open_clip_class():
+    ours = create_model("tiny").eval()
+    theirs = tiny_reference()
+    theirs.load_state_dict(ours.state_dict(), strict=True)
+    assert_same_outputs(ours, theirs, 32)
+
+
+def test_quick_gelu_changes_the_function():
+    plain, quick = create_model("tiny").eval(), create_model("tiny-quickgelu").eval()
+    quick.load_state_dict(plain.state_dict())
+    images = torch.randn(2, 3, 32, 32)
+    assert not torch.allclose(plain.encode_image(images), quick.encode_image(images))
+
+
+def test_grad_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(1)
+    model = create_model("tiny")
+    images, tokens = torch.randn(4, 3, 32, 32), Tokenizer()(CAPTIONS[:4])
+
+    def grads() -> list[torch.Tensor]:
+        model.zero_grad()
+        img, txt, scale = model(images, tokens)
+        (scale * img @ txt.T).logsumexp(dim=1).sum().backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    plain = grads()
+    model.set_grad_checkpointing(True)
+    for a, b in zip(plain, grads(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_unknown_model_name():
+    with pytest.raises(KeyError, match="known"):
+        create_model("ViT-X-99")
+
+
+def test_tokenizer_ids_equal_open_clip_on_real_captions():
+    extra = ["", "A &amp;amp; B", "naïve café 😀 日本語 123,456", "don't it's we'll", "x" * 500]
+    texts = CAPTIONS + extra
+    ours, theirs = Tokenizer()(texts), open_clip.get_tokenizer("ViT-B-32")(texts)
+    assert len(texts) > 900 and torch.equal(ours, theirs)
+
+
+def test_tokenizer_truncation_keeps_eot():
+    tok = Tokenizer()
+    ids = tok(["word " * 200])[0]
+    assert ids.shape == (77,) and ids[0] == tok.sot_id and ids[-1] == tok.eot_id
+    assert ids.argmax() == 76  # the text tower pools here
+    short = tok(["a dog"])[0]
+    assert short[:4].tolist() == [tok.sot_id, *tok.encode("a dog"), tok.eot_id][:4]
+    assert (short[4:] == 0).all() and tok.vocab_size == 49408

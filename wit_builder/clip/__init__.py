@@ -1,0 +1,1 @@
+"""The bundled CLIP: model (open_clip-compatible state dict), tokenizer, training, eval."""
