@@ -15,11 +15,16 @@ import os
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+
+    from wit_builder.config import StageConfig
+    from wit_builder.outputs import StageResult
+    from wit_builder.stats import StageStats
 
 log = logging.getLogger(__name__)
 
@@ -93,3 +98,16 @@ def spark_error_message(exc: BaseException) -> str:
         if "Encountered error while reading file" in line or "Exception:" in line:
             return line.strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def run_spark_stage(stage: str, version: int, cfg: StageConfig, inputs: list[Any],
+                    build: Callable[[Path, SparkSession], StageStats],
+                    spark: SparkSession | None = None) -> StageResult:
+    """`outputs.run_stage` for a Spark stage: the session (`spark`, or one started from
+    the config's master) is only created when the stage really runs, not when it skips."""
+    from wit_builder.outputs import run_stage
+
+    def body(tmp: Path) -> StageStats:
+        return build(tmp, spark or get_spark(cfg.master, f"wit-{stage}", cfg.spark_conf))
+
+    return run_stage(stage, version, cfg, inputs, body)

@@ -95,29 +95,41 @@ def plot_entry_counts(matches: np.ndarray, kept: np.ndarray, t: int,
     """Log-log plots of per-entry counts before/after balancing; returns the PNG paths."""
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # files only, no display
+    out_dir.mkdir(parents=True, exist_ok=True)
+    series = (("matched", matches[matches > 0]), ("kept", kept[kept > 0]))
+    return [_rank_plot(series, t, out_dir / "entry_counts_rank.png"),
+            _hist_plot(series, out_dir / "entry_counts_hist.png")]
+
+
+def _rank_plot(series: tuple[tuple[str, np.ndarray], ...], t: int, path: Path) -> Path:
+    """Pairs per entry against the entry's rank (Zipf plot), with the cap t."""
     import matplotlib.pyplot as plt
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rank = out_dir / "entry_counts_rank.png"
     fig, ax = plt.subplots(figsize=(6, 4))
-    for values, label in ((matches, "matched"), (kept, "kept")):
-        ordered = np.sort(values[values > 0])[::-1]
+    for label, values in series:
+        ordered = np.sort(values)[::-1]
         ax.loglog(np.arange(1, len(ordered) + 1), ordered, label=label)
     ax.axhline(t, color="grey", linestyle="--", label=f"t = {t:,}")
     ax.set(xlabel="entry rank", ylabel="pairs per entry", title="Pairs per query entry")
     ax.legend()
-    fig.savefig(rank, dpi=120, bbox_inches="tight")
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
-    hist = out_dir / "entry_counts_hist.png"
-    fig, ax = plt.subplots(figsize=(6, 4))
-    top = max(int(matches.max(initial=1)), 2)
+    return path
+
+
+def _hist_plot(series: tuple[tuple[str, np.ndarray], ...], path: Path) -> Path:
+    """How many entries have each count (log-spaced bins)."""
+    import matplotlib.pyplot as plt
+
+    top = max(2, *(int(v.max(initial=1)) for _, v in series))
     bins = np.unique(np.logspace(0, np.log10(top + 1), 40).astype(int))
-    for values, label in ((matches, "matched"), (kept, "kept")):
-        ax.hist(values[values > 0], bins=bins, histtype="step", label=label)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, values in series:
+        ax.hist(values, bins=bins, histtype="step", label=label)
     ax.set(xscale="log", yscale="log", xlabel="pairs per entry", ylabel="entries",
            title="Distribution of per-entry counts")
     ax.legend()
-    fig.savefig(hist, dpi=120, bbox_inches="tight")
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
-    return [rank, hist]
+    return path

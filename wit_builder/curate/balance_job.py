@@ -23,12 +23,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from wit_builder.config import StageConfig
 from wit_builder.curate import balance
-from wit_builder.curate.datasets import dataset_files, pairs_dataset, write_pairs
+from wit_builder.curate.datasets import pairs_and_entries_inputs, pairs_dataset, write_pairs
 from wit_builder.curate.match_job import entries_file, load_entries
 from wit_builder.errors import InputError
-from wit_builder.inputs import fingerprint
-from wit_builder.outputs import StageResult, run_stage
-from wit_builder.spark import get_spark
+from wit_builder.outputs import StageResult
+from wit_builder.spark import run_spark_stage
 from wit_builder.stats import StageStats
 
 if TYPE_CHECKING:
@@ -131,11 +130,6 @@ def build(tmp: Path, cfg: BalanceConfig, spark: SparkSession) -> StageStats:
 
 def run(cfg: BalanceConfig, spark: SparkSession | None = None) -> StageResult:
     """Run the stage (skips when `cfg.out` is complete for this config)."""
-    files = dataset_files(pairs_dataset(cfg.pairs))
-    inputs = [fingerprint(files), fingerprint([str(entries_file(cfg.entries))])]
-
-    def body(tmp: Path) -> StageStats:
-        session = spark or get_spark(cfg.master, "wit-balance", cfg.spark_conf)
-        return build(tmp, cfg, session)
-
-    return run_stage(STAGE, OUTPUT_VERSION, cfg, inputs, body)
+    inputs = pairs_and_entries_inputs(cfg.pairs, entries_file(cfg.entries))
+    return run_spark_stage(STAGE, OUTPUT_VERSION, cfg, inputs,
+                           lambda tmp, session: build(tmp, cfg, session), spark)

@@ -19,8 +19,8 @@ from wit_builder.curate.balance_job import BalanceParams, balance_into
 from wit_builder.curate.extract_job import ExtractConfig, extracted_pairs, resolve_inputs
 from wit_builder.curate.match_job import entries_file, load_entries, match_df
 from wit_builder.inputs import fingerprint
-from wit_builder.outputs import StageResult, run_stage
-from wit_builder.spark import get_spark
+from wit_builder.outputs import StageResult
+from wit_builder.spark import run_spark_stage
 from wit_builder.stats import StageStats
 
 if TYPE_CHECKING:
@@ -63,9 +63,5 @@ def run(cfg: CurateConfig, spark: SparkSession | None = None) -> StageResult:
     inputs.append(fingerprint([str(entries_file(cfg.entries))]))
     if cfg.lid_model:
         inputs.append(fingerprint([cfg.lid_model]))
-
-    def body(tmp: Path) -> StageStats:
-        session = spark or get_spark(cfg.master, "wit-curate", cfg.spark_conf)
-        return build(tmp, cfg, paths, session)
-
-    return run_stage(STAGE, OUTPUT_VERSION, cfg, inputs, body)
+    return run_spark_stage(STAGE, OUTPUT_VERSION, cfg, inputs,
+                           lambda tmp, session: build(tmp, cfg, paths, session), spark)

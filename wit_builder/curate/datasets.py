@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from wit_builder.errors import InputError
+from wit_builder.inputs import fingerprint
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -26,6 +27,11 @@ def dataset_files(path: Path) -> list[str]:
     if path.is_dir():
         return sorted(str(p) for p in path.rglob("*.parquet"))
     return [str(path)]
+
+
+def pairs_and_entries_inputs(pairs: Path, entries_file: Path) -> list[Any]:
+    """Fingerprints of a pairs dataset and an entry list (for the config hash)."""
+    return [fingerprint(dataset_files(pairs_dataset(pairs))), fingerprint([str(entries_file)])]
 
 
 def write_pairs(df: DataFrame, path: Path) -> int:

@@ -27,8 +27,8 @@ from wit_builder.curate import extract, lid
 from wit_builder.curate.datasets import write_pairs
 from wit_builder.errors import InputError
 from wit_builder.inputs import expand_inputs, fingerprint, is_uri
-from wit_builder.outputs import StageResult, run_stage
-from wit_builder.spark import get_spark
+from wit_builder.outputs import StageResult
+from wit_builder.spark import run_spark_stage
 from wit_builder.stats import StageStats
 
 if TYPE_CHECKING:
@@ -215,9 +215,5 @@ def run(cfg: ExtractConfig, spark: SparkSession | None = None) -> StageResult:
     paths, inputs = resolve_inputs(cfg)
     if cfg.lid_model:
         inputs.append(fingerprint([lid.resolve_model_path(cfg.lid_model)]))
-
-    def body(tmp: Path) -> StageStats:
-        session = spark or get_spark(cfg.master, "wit-extract", cfg.spark_conf)
-        return build(tmp, cfg, paths, session)
-
-    return run_stage(STAGE, OUTPUT_VERSION, cfg, inputs, body)
+    return run_spark_stage(STAGE, OUTPUT_VERSION, cfg, inputs,
+                           lambda tmp, session: build(tmp, cfg, paths, session), spark)
