@@ -170,6 +170,17 @@ def test_corrupt_gzip_member_loses_only_that_record(tmp_path):
     assert_accounted(counts)
 
 
+def test_plain_warc_with_a_cut_record_keeps_the_others(tmp_path):
+    """An uncompressed WARC whose 6th record is cut short (its Content-Length lies)."""
+    recs = warcs.raw_records(warcs.CLUEWEB)
+    path = tmp_path / "cut.warc"
+    path.write_bytes(b"".join(recs[:5]) + recs[5][:2000] + b"".join(recs[6:]))
+    _, good_counts = run_file(warcs.CLUEWEB)
+    rows, counts = run_file(path)
+    assert counts["html_pages"] >= good_counts["html_pages"] - 2 and len(rows) > 500
+    assert_accounted(counts)
+
+
 def test_plain_warc_with_revisit_and_request_records():
     rows, counts = run_file(warcs.WARCIO)
     assert counts["html_pages"] == 1 and rows == []  # example.com has no image

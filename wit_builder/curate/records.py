@@ -158,8 +158,16 @@ def iter_pages(path: str, counts: Counter[str]) -> Iterator[Page]:
     except FileNotFoundError:
         raise
     except OSError:
-        pass  # a corrupt gzip member: fall back to walking members (rare, slower)
+        pass  # unreadable data: below, either walk the gzip members or stop here
+    if not _is_gzip(path):  # plain WARC: fastwarc resyncs itself; an error here is final
+        counts["record_corrupt"] += 1
+        return
     yield from _pages_after_corruption(path, counts["records"], counts)
+
+
+def _is_gzip(path: str) -> bool:
+    with open_input(path) as fh:
+        return fh.read(len(GZIP_MAGIC)) == GZIP_MAGIC
 
 
 def gzip_members(stream: BinaryIO) -> Iterator[bytes | None]:
