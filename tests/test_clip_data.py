@@ -1,0 +1,128 @@
+"""webdataset loading of real images: expansion, splitting, skipping broken samples."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+from sklearn.datasets import load_digits, load_sample_images
+
+from tests.conftest import FIXTURES
+from wit_builder.clip.data import CLIP_MEAN, expand_shards, make_pipeline
+from wit_builder.clip.tokenizer import Tokenizer
+from wit_builder.errors import InputError
+
+CAPTIONS = [t for t in pq.read_table(FIXTURES / "alt_text" / "laion-alt-text-1000.parquet")
+            .column("TEXT").to_pylist() if t]
+
+
+def png(array: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(array).resize((48, 48)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def write_shard(path: Path, members: list[tuple[str, bytes]]) -> Path:
+    """A tar shard written with the standard library (not the library under test)."""
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> tuple[Path, int]:
+    """4 shards × 10 real digit images (PNG) with real captions; returns (dir, samples)."""
+    root = tmp_path_factory.mktemp("shards")
+    digits = (load_digits().images * 255 / 16).astype(np.uint8)
+    for s in range(4):
+        members = []
+        for i in range(10):
+            key = f"{s:05d}{i:04d}"
+            members += [(f"{key}.png", png(digits[s * 10 + i])),
+                        (f"{key}.txt", CAPTIONS[s * 10 + i].encode())]
+        write_shard(root / f"{s:05d}.tar", members)
+    return root, 40
+
+
+def collect(pipeline) -> tuple[int, Counter]:
+    seen, skipped = 0, Counter()
+    for batch in pipeline:
+        seen += batch.images.shape[0]
+        skipped.update(batch.skipped)
+    return seen, skipped
+
+
+def test_expand_shards(shards):
+    root, _ = shards
+    assert expand_shards(f"{root}/{{00000..00002}}.tar") == [
+        f"{root}/00000.tar", f"{root}/00001.tar", f"{root}/00002.tar"]
+    assert len(expand_shards(f"{root}/*.tar::{root}/00000.tar")) == 5
+    with pytest.raises(InputError, match="missing"):
+        expand_shards(f"{root}/{{00000..00009}}.tar")
+
+
+def test_batches_are_normalized_images_and_clip_tokens(shards):
+    root, n = shards
+    pipe = make_pipeline(f"{root}/{{00000..00003}}.tar", 8, 32, Tokenizer(), train=True)
+    batch = next(iter(pipe))
+    assert batch.images.shape == (8, 3, 32, 32) and batch.tokens.shape == (8, 77)
+    # digits are black backgrounds: most pixels sit at (0 − mean) / std
+    assert torch.isclose(batch.images[:, 0].min(), torch.tensor(-CLIP_MEAN[0] / 0.26862954),
+                         atol=1e-3)
+    assert (batch.tokens[:, 0] == 49406).all()
+    seen, skipped = collect(make_pipeline(str(root / "*.tar"), 8, 32, Tokenizer(),
+                                          train=False))
+    assert seen == n and not skipped
+
+
+def test_training_order_is_seeded(shards):
+    root, _ = shards
+
+    def first_tokens(seed: int, epoch: int = 0) -> torch.Tensor:
+        pipe = make_pipeline(str(root / "*.tar"), 8, 32, Tokenizer(), seed=seed, epoch=epoch)
+        return next(iter(pipe)).tokens
+
+    assert torch.equal(first_tokens(1), first_tokens(1))
+    assert not torch.equal(first_tokens(1), first_tokens(2))
+    assert not torch.equal(first_tokens(1, 0), first_tokens(1, 1))
+
+
+def test_workers_split_the_shards(shards):
+    root, n = shards
+
+    def rows(num_workers: int) -> list[tuple]:
+        pipe = make_pipeline(str(root / "*.tar"), 5, 32, Tokenizer(), train=False)
+        loader = torch.utils.data.DataLoader(pipe, batch_size=None, num_workers=num_workers)
+        return sorted(tuple(r) for b in loader for r in b.tokens.tolist())
+
+    two_workers = rows(2)
+    assert len(two_workers) == n and two_workers == rows(0)  # each sample exactly once
+
+
+def test_broken_samples_and_shards_are_skipped_and_counted(shards, tmp_path):
+    root, _ = shards
+    photo = Path(load_sample_images().filenames[0]).read_bytes()  # a real JPEG
+    write_shard(tmp_path / "bad.tar", [
+        ("a.jpg", photo), ("a.txt", b"a temple in china"),
+        ("b.jpg", b"not an image"), ("b.txt", b"garbage"),
+        ("c.jpg", photo),                                  # no caption
+        ("d.txt", b"no image"),
+        ("e.jpg", photo[: len(photo) // 3]), ("e.txt", b"truncated jpeg")])
+    good = (root / "00000.tar").read_bytes()
+    (tmp_path / "cut.tar").write_bytes(good[: len(good) // 2])
+    spec = f"{tmp_path}/bad.tar::{tmp_path}/cut.tar::{root}/00001.tar"
+    seen, skipped = collect(make_pipeline(spec, 4, 32, Tokenizer(), train=False))
+    # c.jpg has no caption; so may the cut shard's last sample (its .txt cut off)
+    assert skipped["undecodable"] == 2 and 1 <= skipped["no_caption"] <= 2
+    assert skipped["no_image"] == 1 and any(k.startswith("tar_") for k in skipped)
+    assert 1 + 10 < seen < 1 + 10 + 10  # the good samples, and the half shard's first ones

@@ -1,0 +1,160 @@
+"""Training data: webdataset tar shards → batches of (images, token ids).
+
+A shard holds samples ``{key}.jpg|jpeg|png|webp`` + ``{key}.txt`` (+ optional ``.json``),
+as written by img2dataset and `wit shards`. Shards are listed with brace expansion
+(``shards/{00000..00999}.tar``), ``::``-joined lists and local globs. Without
+``resampled`` every rank and DataLoader worker reads a disjoint subset of the shards
+(split by node, then by worker) in a seeded, epoch-dependent order; with ``resampled``
+each worker draws shards with replacement forever (the usual choice for multi-node runs
+with unequal shard counts).
+
+Broken data never stops training: a sample whose image cannot be decoded, or that has no
+image or no caption, and a tar member that cannot be read, are skipped and counted by
+reason. Each batch carries the counts of its worker since its previous batch, so the
+trainer can log them (`Batch.skipped`).
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import os
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import braceexpand
+import torch
+import webdataset as wds
+from PIL import Image
+from torchvision import transforms
+
+from wit_builder.errors import InputError
+
+IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
+# CLIP's image normalization (mean/std of its training images, per RGB channel).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass
+class Batch:
+    """Images (n, 3, H, W), token ids (n, context), and samples skipped before it."""
+
+    images: torch.Tensor
+    tokens: torch.Tensor
+    skipped: dict[str, int] = field(default_factory=dict)
+
+
+def expand_shards(spec: str | Sequence[str]) -> list[str]:
+    """Shard URLs/paths from brace patterns, ``::`` lists and local globs (order kept)."""
+    patterns = spec.split("::") if isinstance(spec, str) else list(spec)
+    urls: list[str] = []
+    for pattern in patterns:
+        for item in braceexpand.braceexpand(pattern):
+            if "://" in item or not glob.has_magic(item):
+                urls.append(item)
+            else:
+                urls.extend(sorted(glob.glob(item)))
+    missing = [u for u in urls if "://" not in u and not os.path.exists(u)]
+    if not urls or missing:
+        raise InputError(f"no shards for {spec!r}" if not urls
+                         else f"{len(missing)} shard(s) missing, e.g. {missing[0]}")
+    return urls
+
+
+def train_transform(image_size: int) -> Callable[[Image.Image], torch.Tensor]:
+    """Random square crop (90–100% of the area, as CLIP's "random square crop"), resize,
+    CLIP normalization."""
+    return transforms.Compose([
+        transforms.RandomResizedCrop(image_size, scale=(0.9, 1.0),
+                                     interpolation=transforms.InterpolationMode.BICUBIC),
+        transforms.ToTensor(), transforms.Normalize(CLIP_MEAN, CLIP_STD)])
+
+
+def eval_transform(image_size: int) -> Callable[[Image.Image], torch.Tensor]:
+    """Resize the short side, center crop, CLIP normalization."""
+    return transforms.Compose([
+        transforms.Resize(image_size, interpolation=transforms.InterpolationMode.BICUBIC),
+        transforms.CenterCrop(image_size), transforms.ToTensor(),
+        transforms.Normalize(CLIP_MEAN, CLIP_STD)])
+
+
+class Skips:
+    """Per-worker skip counter; `take()` returns the counts since the last call."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def tar_error(self, exn: Exception) -> bool:
+        """webdataset handler: count an unreadable shard/member and continue."""
+        self.counts[f"tar_{type(exn).__name__}"] += 1
+        return True
+
+    def take(self) -> dict[str, int]:
+        out, self.counts = dict(self.counts), Counter()
+        return out
+
+
+def decode_sample(sample: dict, transform: Callable, skips: Skips
+                  ) -> tuple[torch.Tensor, str] | None:
+    """(image tensor, caption) of a raw sample, or None (counted) if it is unusable."""
+    image_key = next((k for k in IMAGE_KEYS if k in sample), None)
+    if image_key is None:
+        skips.counts["no_image"] += 1
+        return None
+    if "txt" not in sample:
+        skips.counts["no_caption"] += 1
+        return None
+    try:
+        with Image.open(io.BytesIO(sample[image_key])) as img:
+            image = transform(img.convert("RGB"))
+        caption = sample["txt"].decode("utf-8")
+    except (OSError, ValueError, Image.DecompressionBombError):
+        skips.counts["undecodable"] += 1
+        return None
+    return image, caption
+
+
+def batches(samples: Iterable[dict], batch_size: int, transform: Callable,
+            tokenizer: Callable[[list[str]], torch.Tensor], skips: Skips,
+            partial: bool) -> Iterator[Batch]:
+    """Decode, skip and group samples into `Batch`es (the last partial one if `partial`)."""
+    images: list[torch.Tensor] = []
+    captions: list[str] = []
+    for sample in samples:
+        decoded = decode_sample(sample, transform, skips)
+        if decoded is None:
+            continue
+        images.append(decoded[0])
+        captions.append(decoded[1])
+        if len(images) == batch_size:
+            yield Batch(torch.stack(images), tokenizer(captions), skips.take())
+            images, captions = [], []
+    if images and partial:
+        yield Batch(torch.stack(images), tokenizer(captions), skips.take())
+
+
+def make_pipeline(shards: str | Sequence[str], batch_size: int, image_size: int,
+                  tokenizer: Callable[[list[str]], torch.Tensor], *, train: bool = True,
+                  resampled: bool = False, seed: int = 0, epoch: int = 0,
+                  shuffle_buffer: int = 1000) -> wds.DataPipeline:
+    """The iterable of `Batch`es for this rank and worker (see module docstring)."""
+    urls = expand_shards(shards)
+    skips = Skips()
+    transform = train_transform(image_size) if train else eval_transform(image_size)
+    if resampled:
+        stages: list = [wds.ResampledShards(urls, seed=seed + epoch, deterministic=True)]
+    else:
+        stages = [wds.SimpleShardList(urls)]
+        if train:
+            stages.append(wds.detshuffle(bufsize=len(urls), initial=len(urls), seed=seed,
+                                         epoch=epoch))
+        stages += [wds.split_by_node, wds.split_by_worker]
+    stages.append(wds.tarfile_to_samples(handler=skips.tar_error))
+    if train:
+        stages.append(wds.detshuffle(shuffle_buffer, initial=min(100, shuffle_buffer),
+                                     seed=seed, epoch=epoch))
+    stages.append(lambda src: batches(src, batch_size, transform, tokenizer, skips,
+                                      partial=not train))
+    return wds.DataPipeline(*stages)
