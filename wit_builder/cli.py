@@ -200,6 +200,33 @@ def curate(
 
 @app.command()
 @handle_errors
+def train(
+    shards: Annotated[str | None, typer.Option(
+        "--shards", help="webdataset shards: 'dir/{00000..00099}.tar', glob, a::b")] = None,
+    out: OutOpt = None,
+    model: Annotated[str | None, typer.Option(help="ViT-B-32, ViT-B-16, ViT-S-32, tiny")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="pairs per rank per micro-batch")] = None,
+    steps: Annotated[int | None, typer.Option(help="optimizer steps")] = None,
+    lr: Annotated[float | None, typer.Option(help="peak learning rate")] = None,
+    resume: Annotated[str | None, typer.Option(
+        help="'latest' (default), a checkpoint, or 'none'")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Train CLIP on webdataset shards (run under torchrun for several processes/GPUs)."""
+    from wit_builder.clip.train import TrainConfig
+    from wit_builder.clip.train import train as run_training
+
+    flags = dict(shards=shards, out=out, model=model, batch_size=batch_size, steps=steps,
+                 lr=lr, resume=None if resume == "none" else resume)
+    cfg = load_config(TrainConfig, "train", config, flags, set_)
+    if resume == "none":
+        cfg = cfg.model_copy(update={"resume": None})
+    console.print(f"[green]train[/] finished: {run_training(cfg)}")
+
+
+@app.command()
+@handle_errors
 def show(
     out_dir: Annotated[Path, typer.Argument(help="a stage output directory")],
     rows: Annotated[int, typer.Option(help="preview rows per group")] = 5,
