@@ -11,7 +11,7 @@ import torch
 
 from tests.conftest import FIXTURES
 from wit_builder.clip.configs import get_config
-from wit_builder.clip.model import CLIP, create_model
+from wit_builder.clip.model import CLIP, create_model, group_by_length
 from wit_builder.clip.tokenizer import Tokenizer
 
 CAPTIONS = [t for t in pq.read_table(FIXTURES / "alt_text" / "laion-alt-text-1000.parquet")
@@ -98,6 +98,40 @@ def test_grad_checkpointing_gives_the_same_gradients():
     model.set_grad_checkpointing(True)
     for a, b in zip(plain, grads(), strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_length_groups_cover_the_batch_and_bound_shapes():
+    tokens = Tokenizer()(CAPTIONS[:256])
+    groups = group_by_length(tokens, multiple=16, min_rows=8)
+    needed = tokens.argmax(dim=-1) + 1
+    assert sum(groups.sizes) == 256 and min(groups.sizes) >= 8
+    assert list(groups.lengths) == sorted(set(groups.lengths))
+    assert all(n % 16 == 0 or n == 77 for n in groups.lengths)
+    ends = torch.tensor(groups.sizes).cumsum(0) - 1
+    ordered = needed[groups.order]
+    assert (ordered[ends] <= torch.tensor(groups.lengths)).all()  # nobody loses its EOT
+    assert torch.equal(groups.order[groups.inverse], torch.arange(256))
+    # real alt-texts are short: well under half of the 256 × 77 positions are run
+    assert sum(s * n for s, n in zip(groups.sizes, groups.lengths, strict=True)) < 0.5 * 256 * 77
+
+
+def test_length_groups_give_the_same_features_and_gradients():
+    """Causal attention: positions after a row's EOT never reach its features."""
+    tokens = Tokenizer()(CAPTIONS[:64])
+    groups = group_by_length(tokens, min_rows=4)
+    assert len(groups.sizes) > 1
+    torch.manual_seed(0)
+    model = create_model("tiny")
+    results = []
+    for g in (None, groups):
+        model.zero_grad()
+        features = model.encode_text(tokens, normalize=True, groups=g)
+        (features * torch.linspace(-1, 1, features.numel()).view_as(features)).sum().backward()
+        results.append((features.detach(), [p.grad.clone() for p in model.parameters()
+                                            if p.grad is not None]))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=0, atol=1e-5)
+    for a, b in zip(results[0][1], results[1][1], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_unknown_model_name():

@@ -77,6 +77,26 @@ def test_gradient_accumulation_equals_one_big_batch(shards):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
+def test_grouped_text_gives_the_same_loss_and_gradients(shards):
+    images, tokens = torch.randn(16, 3, 32, 32), Tokenizer()(CAPTIONS[:16])
+    results = []
+    for group_text in (False, True):
+        cfg = TrainConfig(**settings(shards, Path("unused"), group_text=group_text))
+        torch.manual_seed(0)
+        model = create_model("tiny")
+        loss = accumulated_backward(model, ClipLoss(), [Batch(images, tokens)], cfg,
+                                    torch.device("cpu"))
+        results.append((loss, [p.grad for p in model.parameters()]))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-6)
+    for a, b in zip(results[0][1], results[1][1], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_compile_with_grouped_text_is_refused(shards):
+    with pytest.raises(ValueError, match="group_text"):
+        TrainConfig(**settings(shards, Path("unused"), group_text=True, compile=True))
+
+
 def wit_train(shards: str, out: Path, workers: int) -> list[str]:
     args = settings(shards, out, workers=workers, steps=8)
     cmd = [sys.executable, "-m", "wit_builder.cli", "train"]

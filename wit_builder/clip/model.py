@@ -10,6 +10,7 @@ kernels on GPU); blocks can use activation checkpointing to trade compute for me
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -179,18 +180,77 @@ class CLIP(nn.Module):
         features = self.visual(images)
         return F.normalize(features, dim=-1) if normalize else features
 
-    def encode_text(self, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+    def encode_text(self, tokens: torch.Tensor, normalize: bool = False,
+                    groups: TextGroups | None = None) -> torch.Tensor:
+        """Text features pooled at each row's end-of-text token (the largest id).
+
+        With `groups` (rows sorted by length, see `group_by_length`) each group runs only
+        up to its own length: attention is causal, so positions after a row's EOT never
+        reach its features, and the result equals the full-context one.
+        """
+        if groups is None:
+            features = self._text_features(tokens)
+        else:
+            order = groups.order.to(tokens.device, non_blocking=True)
+            parts = tokens[order].split(list(groups.sizes))
+            grouped = torch.cat([self._text_features(part[:, :length])
+                                 for part, length in zip(parts, groups.lengths, strict=True)])
+            features = grouped[groups.inverse.to(tokens.device, non_blocking=True)]
+        return F.normalize(features, dim=-1) if normalize else features
+
+    def _text_features(self, tokens: torch.Tensor) -> torch.Tensor:
         x = self.token_embedding(tokens) + self.positional_embedding[: tokens.shape[1]]
         x = self.ln_final(self.transformer(x, causal=True))
         pooled = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]
-        features = pooled @ self.text_projection
-        return F.normalize(features, dim=-1) if normalize else features
+        return pooled @ self.text_projection
 
-    def forward(self, images: torch.Tensor, tokens: torch.Tensor
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor,
+                groups: TextGroups | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(normalized image features, normalized text features, exp(logit_scale))."""
         return (self.encode_image(images, normalize=True),
-                self.encode_text(tokens, normalize=True), self.logit_scale.exp())
+                self.encode_text(tokens, normalize=True, groups=groups),
+                self.logit_scale.exp())
+
+
+@dataclass(frozen=True)
+class TextGroups:
+    """A batch's rows ordered by token length (`order`, undone by `inverse`) and cut into
+    consecutive groups: `sizes` rows each, run up to `lengths` positions each."""
+
+    order: torch.Tensor
+    inverse: torch.Tensor
+    sizes: tuple[int, ...]
+    lengths: tuple[int, ...]
+
+
+def group_by_length(tokens: torch.Tensor, multiple: int = 16, min_rows: int = 8
+                    ) -> TextGroups:
+    """Length groups of a token batch, computed on the host (so no device sync).
+
+    Lengths run through each row's EOT token, rounded up to a `multiple` (few distinct
+    shapes, kernel-friendly) and capped at the context. A group of fewer than `min_rows`
+    rows joins the next longer one (the longest joins the one before it): tiny launches
+    cost more than the padding they save.
+    """
+    needed = tokens.argmax(dim=-1) + 1
+    order = torch.argsort(needed, stable=True)
+    padded = ((needed[order] + multiple - 1) // multiple * multiple).clamp(max=tokens.shape[1])
+    values, counts = torch.unique_consecutive(padded, return_counts=True)
+    sizes, lengths, pending = [], [], 0
+    for value, count in zip(values.tolist(), counts.tolist(), strict=True):
+        pending += count
+        if pending >= min_rows:
+            sizes.append(pending)
+            lengths.append(value)
+            pending = 0
+    if pending:  # a short tail of the longest rows
+        if sizes:
+            sizes[-1] += pending
+        else:
+            sizes.append(pending)
+        lengths[-1:] = [values[-1].item()]
+    return TextGroups(order, torch.argsort(order), tuple(sizes), tuple(lengths))
 
 
 def create_model(name: str, quick_gelu: bool | None = None) -> CLIP:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from wit_builder.clip import checkpoint
@@ -32,7 +32,7 @@ from wit_builder.clip.configs import get_config
 from wit_builder.clip.data import Batch, make_pipeline
 from wit_builder.clip.distributed import DistInfo, init_distributed, unwrap
 from wit_builder.clip.loss import ClipLoss
-from wit_builder.clip.model import CLIP
+from wit_builder.clip.model import CLIP, TextGroups, group_by_length
 from wit_builder.clip.optim import clamp_logit_scale, cosine_lr, make_optimizer, set_lr
 from wit_builder.clip.tokenizer import Tokenizer
 from wit_builder.errors import InputError
@@ -58,6 +58,19 @@ class TrainConfig(BaseModel):
     precision: Literal["fp32", "bf16"] = Field("bf16", description="bf16 = autocast")
     grad_checkpointing: bool = False
     compile: bool = Field(False, description="torch.compile the model")
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune",
+                          "max-autotune-no-cudagraphs"] = Field(
+        "default", description="torch.compile mode; reduce-overhead = CUDA graphs")
+    group_text: bool = Field(False, description="run captions in length groups: exact, "
+                             "skips compute on padding; pays off when compute-bound (CPU, "
+                             "large batches), not with compile (shapes change per batch)")
+
+    @model_validator(mode="after")
+    def _compile_needs_static_shapes(self) -> TrainConfig:
+        if self.compile and self.group_text:
+            raise ValueError("group_text changes the text shapes every batch, which would "
+                             "recompile the model: use one of compile, group_text")
+        return self
     local_loss: bool = Field(False, description="per-rank logits rows (less memory)")
     resampled: bool = Field(False, description="draw shards with replacement")
     shuffle_buffer: int = Field(1000, ge=1)
@@ -117,6 +130,8 @@ def batch_stream(cfg: TrainConfig, image_size: int, tokenizer: Tokenizer, epoch:
 
 def build_model(cfg: TrainConfig, dist: DistInfo) -> CLIP:
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
+    if dist.device.type == "cuda":  # fp32 matmuls outside autocast (loss logits) on TF32
+        torch.backends.cuda.matmul.allow_tf32 = True
     model = CLIP(get_config(cfg.model)).to(dist.device)
     model.set_grad_checkpointing(cfg.grad_checkpointing)
     return model
@@ -126,17 +141,28 @@ def autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractConte
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
 
 
+def to_device(batch: Batch, cfg: TrainConfig, device: torch.device
+              ) -> tuple[torch.Tensor, torch.Tensor, TextGroups | None]:
+    """Model inputs of a batch: images, tokens and (computed on the host) length groups."""
+    groups = group_by_length(batch.tokens) if cfg.group_text else None
+    return (batch.images.to(device, non_blocking=True),
+            batch.tokens.to(device, non_blocking=True), groups)
+
+
 def accumulated_backward(model: nn.Module, loss_fn: ClipLoss, micro: list[Batch],
                          cfg: TrainConfig, device: torch.device) -> float:
     """Backward of the loss of all `micro`-batches as one batch; returns the loss."""
-    inputs = [(b.images.to(device), b.tokens.to(device)) for b in micro]
+    inputs = [to_device(b, cfg, device) for b in micro]
+    if cfg.compile:  # one new CUDA-graph "step" per optimizer step (reduce-overhead mode)
+        torch.compiler.cudagraph_mark_step_begin()
     if len(inputs) == 1:
         with autocast(cfg, device):
             loss = loss_fn(*model(*inputs[0]))
         loss.backward()
         return loss.item()
     with torch.no_grad(), autocast(cfg, device):
-        cached = [model(*x)[:2] for x in inputs]
+        # cloned: CUDA-graph replays reuse their output memory
+        cached = [[t.clone() for t in model(*x)[:2]] for x in inputs]
     for i, x in enumerate(inputs):
         last = i == len(inputs) - 1
         # DDP all-reduces on the last backward only
@@ -218,7 +244,7 @@ def wrap(model: CLIP, cfg: TrainConfig, dist: DistInfo) -> nn.Module:
     if dist.world > 1:
         ids = [dist.local_rank] if dist.device.type == "cuda" else None
         wrapped = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    return torch.compile(wrapped) if cfg.compile else wrapped
+    return torch.compile(wrapped, mode=cfg.compile_mode) if cfg.compile else wrapped
 
 
 class Window:
@@ -259,7 +285,8 @@ def train(cfg: TrainConfig) -> Path:
     dist = init_distributed()
     cfg.out.mkdir(parents=True, exist_ok=True)
     model = build_model(cfg, dist)
-    optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay)
+    optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay,
+                               fused=dist.device.type == "cuda")
     step, epoch, done = restore(model, optimizer, cfg)
     wrapped, loss_fn = wrap(model, cfg, dist), ClipLoss(cfg.local_loss)
     vision, text = get_config(cfg.model).vision, get_config(cfg.model).text
