@@ -225,6 +225,55 @@ def train(
     console.print(f"[green]train[/] finished: {run_training(cfg)}")
 
 
+@app.command("eval")
+@handle_errors
+def evaluate(
+    checkpoint: Annotated[Path | None, typer.Option(
+        help="a `wit train` checkpoint (or an open_clip state dict)")] = None,
+    out: OutOpt = None,
+    dataset: Annotated[list[str] | None, typer.Option(
+        "--dataset", help="digits, cifar10:DIR, cifar100:DIR, imagefolder:DIR (repeatable)")
+    ] = None,
+    retrieval_shards: Annotated[str | None, typer.Option(
+        help="webdataset image-caption shards for retrieval R@k")] = None,
+    model: Annotated[str | None, typer.Option(help="model config (default: checkpoint's)")
+                     ] = None,
+    templates: Annotated[Path | None, typer.Option(
+        help="prompt templates file, one '{}' template per line")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Zero-shot classification, linear probe and retrieval for a CLIP checkpoint."""
+    from wit_builder.clip.evaluate import EvalConfig, run_eval
+
+    flags = dict(checkpoint=checkpoint, out=out, datasets=dataset or None,
+                 retrieval_shards=retrieval_shards, model=model, templates=templates)
+    cfg = load_config(EvalConfig, "eval", config, flags, set_)
+    print_eval(run_eval(cfg))
+    console.print(f"[green]eval[/] written: {cfg.out / 'eval.json'}")
+
+
+def print_eval(results: dict) -> None:
+    """One table row per set: zero-shot and linear-probe scores."""
+    from rich.table import Table
+
+    table = Table(title=f"{results['model']} — {results['checkpoint']}")
+    for column in ("set", "classes", "test images", "zero-shot top1", "top5",
+                   "mean per-class recall", "linear probe top1", "unreadable"):
+        table.add_column(column)
+    for name, r in results["datasets"].items():
+        zs, probe = r["zero_shot"], r.get("linear_probe", {})
+        top5 = next((v for k, v in zs.items() if k.startswith("top") and k != "top1"), None)
+        cells = [zs["top1"], top5, zs["mean_per_class_recall"], probe.get("top1")]
+        table.add_row(name, str(r["classes"]), str(r["test_images"]),
+                      *("—" if v is None else f"{v:.3f}" for v in cells),
+                      str(r["unreadable_images"]))
+    console.print(table)
+    if "retrieval" in results:
+        recall = {k: round(v, 3) for k, v in results["retrieval"].items() if "R@" in k}
+        console.print(f"retrieval over {results['retrieval']['pairs']} pairs: {recall}")
+
+
 @app.command()
 @handle_errors
 def show(
