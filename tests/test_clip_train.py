@@ -134,3 +134,26 @@ def test_killed_run_resumes_to_identical_weights(shards, tmp_path, workers):
                     resumed["optimizer"]["state"].values(), strict=True):
         assert torch.equal(a["exp_avg"], b["exp_avg"])
     assert (full["epoch"], full["batches_done"]) == (resumed["epoch"], resumed["batches_done"])
+
+
+def test_torchrun_two_processes_train_in_step(shards, tmp_path):
+    """`wit train` under torchrun (2 CPU processes, gloo): one metrics log and one
+    checkpoint series from rank 0, the loss falls, and the run resumes like a single one."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           "2", "-m", "wit_builder.cli", "train", "--shards", shards, "--out",
+           str(tmp_path / "ddp"), "--model", "tiny", "--batch-size", "8", "--lr", "1e-3"]
+    flags = ["--set", "workers=0", "--set", "precision=fp32", "--set", "warmup_steps=2",
+             "--set", "log_every=2", "--set", "save_every=4", "--set", "weight_decay=0"]
+    for steps in (12, 16):  # the second run resumes from step 12
+        proc = subprocess.run([*cmd, "--steps", str(steps), *flags], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    records = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").open()]
+    assert [r["step"] for r in records] == list(range(2, 17, 2))  # rank 0 only, no repeats
+    assert records[5]["loss"] < records[0]["loss"]
+    state = torch.load(tmp_path / "ddp/checkpoints/step_00000016.pt", weights_only=False)
+    assert state["step"] == 16
+    # 2 ranks × 8 pairs per step over 2 shards of 16: each rank reads one shard, 2 steps
+    # per epoch, so 16 steps end epoch 7
+    assert (state["epoch"], state["batches_done"]) == (7, 2)
