@@ -57,3 +57,9 @@ def spark():
     session = get_spark("local[2]", "wit-tests", {"spark.sql.shuffle.partitions": "4"})
     yield session
     session.stop()
+
+
+def repo_env(**extra: str) -> dict[str, str]:
+    """The environment for a subprocess that imports this checkout (kept PYTHONPATH)."""
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, **extra}

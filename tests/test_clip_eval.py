@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import pickle
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import REPO
+from tests.conftest import repo_env
 from tests.test_clip_data import write_shard
 from tests.test_clip_model import tiny_reference
 from wit_builder.clip.evalsets import (
@@ -65,7 +64,7 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def wit_eval(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = repo_env()
     return subprocess.run([sys.executable, "-m", "wit_builder.cli", "eval", *args],
                           env=env, capture_output=True, text=True)
 

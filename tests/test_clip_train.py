@@ -15,7 +15,7 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from tests.conftest import REPO
+from tests.conftest import repo_env
 from tests.test_clip_data import CAPTIONS, png, write_shard
 from tests.test_clip_model import tiny_reference
 from wit_builder.clip.data import Batch
@@ -111,7 +111,7 @@ def wit_train(shards: str, out: Path, workers: int) -> list[str]:
 def test_killed_run_resumes_to_identical_weights(shards, tmp_path, workers):
     """SIGKILL mid-run, rerun the same command: the final weights and optimizer state
     equal an uninterrupted run's exactly (tolerance 0 on CPU)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = repo_env()
     subprocess.run(wit_train(shards, tmp_path / "full", workers), check=True, env=env,
                    capture_output=True)
     cmd = wit_train(shards, tmp_path / "killed", workers)
@@ -139,7 +139,7 @@ def test_killed_run_resumes_to_identical_weights(shards, tmp_path, workers):
 def test_torchrun_two_processes_train_in_step(shards, tmp_path):
     """`wit train` under torchrun (2 CPU processes, gloo): one metrics log and one
     checkpoint series from rank 0, the loss falls, and the run resumes like a single one."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = repo_env(OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
            "2", "-m", "wit_builder.cli", "train", "--shards", shards, "--out",
            str(tmp_path / "ddp"), "--model", "tiny", "--batch-size", "8", "--lr", "1e-3"]
