@@ -38,7 +38,7 @@ demo: setup
 bench: setup
 	WIT_FIXTURES=$(FIXTURES) $(BIN)/python benchmarks/run.py
 	WIT_FIXTURES=$(FIXTURES) $(BIN)/python benchmarks/clip_train.py --model tiny \
-		--variants open_clip,ours,ours_grouped --json bench_out/clip_train.json
+		--variants open_clip,ours,ours_grouped,ours_groups4 --json bench_out/clip_train.json
 
 clean:
 	rm -rf $(DEMO_OUT) bench_out .pytest_cache .ruff_cache

@@ -9,17 +9,20 @@ Baseline: ``open_clip_train.train.train_one_epoch`` (open_clip's training loop: 
 ``open_clip.create_model`` model of the same config; ``open_clip_compile`` adds its
 ``--torchcompile`` (whole model). Measured: our step (`wrap`, `accumulated_backward`,
 `optimizer_step`: what `wit train` runs per step) on our model, as ``ours`` (eager),
-``ours_compile`` (``compile=true``), ``ours_cudagraphs`` (``compile_mode=reduce-overhead``)
-and ``ours_grouped`` (``group_text=true``, eager). All consume the same pre-built batches
-(random pixels, token ids of the fixture's real LAION alt-texts, so caption lengths are
-real) copied from pinned host memory each step; data loading is excluded from all. Each
-variant runs `--warmup` steps (compilation included), then `--rounds` timed rounds of
-`--steps` steps; the fastest round counts. Ratios are samples/s over each baseline's.
+``ours_compile`` (``compile=true``), ``ours_cudagraphs`` (``compile_mode=reduce-overhead``),
+``ours_grouped`` (``group_text=true``, eager) and ``ours_*_groupsN`` (``text_groups=N``:
+captions sorted into N equal groups, each run to its longest caption). All consume the
+same pre-built batches (random pixels, token ids of the fixture's real LAION alt-texts, so
+caption lengths are real) copied from pinned host memory each step; data loading is
+excluded from all. Each variant runs `--warmup` steps (compilation included), then
+`--rounds` timed rounds of `--steps` steps; the fastest round counts. Ratios are samples/s
+over each baseline's.
 
 TFLOP/s and MFU use the FLOPs each variant executes per step, counted by
-`torch.utils.flop_counter` on one forward+backward (matmuls, convolutions, attention):
-the full-context count for all but ``ours_grouped``, the grouped count for
-``ours_grouped``. MFU = that rate / the device's dense bf16 peak.
+`torch.utils.flop_counter` on one forward+backward (matmuls, convolutions, attention)
+with the variant's text grouping: positions that a grouping skips are not counted, so a
+grouped variant's MFU is the useful work it does. MFU = that rate / the device's dense
+bf16 peak.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from wit_builder.clip.configs import get_config  # noqa: E402
 from wit_builder.clip.data import Batch  # noqa: E402
 from wit_builder.clip.distributed import DistInfo  # noqa: E402
 from wit_builder.clip.loss import ClipLoss  # noqa: E402
-from wit_builder.clip.model import CLIP, group_by_length  # noqa: E402
+from wit_builder.clip.model import CLIP, group_by_length, split_by_length  # noqa: E402
 from wit_builder.clip.optim import make_optimizer  # noqa: E402
 from wit_builder.clip.tokenizer import Tokenizer  # noqa: E402
 from wit_builder.clip.train import (  # noqa: E402
@@ -84,12 +87,17 @@ def make_batches(name: str, batch_size: int, count: int) -> list[Batch]:
     return out
 
 
-def step_flops(name: str, batch: Batch, device: torch.device, group_text: bool) -> float:
-    """FLOPs one training step (forward + backward) of our model executes on `batch`."""
+def step_flops(name: str, batch: Batch, device: torch.device, settings: dict) -> float:
+    """FLOPs one training step (forward + backward) of our model executes on `batch` with
+    `settings` (the text grouping ones matter: grouped captions run fewer positions)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     model = CLIP(get_config(name)).to(device)
-    groups = group_by_length(batch.tokens) if group_text else None
+    groups = None
+    if settings.get("group_text"):
+        groups = group_by_length(batch.tokens).to(device)
+    elif settings.get("text_groups"):
+        groups = split_by_length(batch.tokens, int(settings["text_groups"])).to(device)
     counter = FlopCounterMode(display=False)
     with counter:
         image, text, scale = model(batch.images.to(device), batch.tokens.to(device), groups)
@@ -137,9 +145,12 @@ def ours(name: str, batches: list[Batch], args: argparse.Namespace, device: torc
 
 
 # Our variants: settings of `wit train` (see TrainConfig).
-OURS = {"ours": {}, "ours_compile": {"compile": True},
-        "ours_cudagraphs": {"compile": True, "compile_mode": "reduce-overhead"},
-        "ours_grouped": {"group_text": True}}
+CUDAGRAPHS = {"compile": True, "compile_mode": "reduce-overhead"}
+OURS = {"ours": {}, "ours_compile": {"compile": True}, "ours_cudagraphs": CUDAGRAPHS,
+        "ours_grouped": {"group_text": True}, "ours_groups4": {"text_groups": 4},
+        "ours_compile_groups4": {"compile": True, "text_groups": 4},
+        "ours_cudagraphs_groups4": {**CUDAGRAPHS, "text_groups": 4},
+        "ours_cudagraphs_groups8": {**CUDAGRAPHS, "text_groups": 8}}
 
 
 def open_clip_model(name: str, precision: str, device: torch.device) -> torch.nn.Module:
@@ -214,11 +225,11 @@ def measure(args: argparse.Namespace) -> dict:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
     batches = make_batches(args.model, args.batch_size, 4)
-    full = step_flops(args.model, batches[0], device, group_text=False)
-    grouped = step_flops(args.model, batches[0], device, group_text=True)
+    flops = {label: step_flops(args.model, batches[0], device, OURS.get(label, {}))
+             for label in args.variants}
     result = {"model": args.model, "batch_size": args.batch_size, "precision": args.precision,
               "device": device_name(device), "torch": torch.__version__,
-              "step_gflops_full_context": full / 1e9, "step_gflops_grouped": grouped / 1e9}
+              "step_gflops": {label: f / 1e9 for label, f in flops.items()}}
     peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in result["device"]), None)
     for label in args.variants:
         if label.startswith("open_clip"):
@@ -226,9 +237,8 @@ def measure(args: argparse.Namespace) -> dict:
         else:
             run = ours(args.model, batches, args, device, **OURS[label])
         seconds = timed(run, args.steps, args.warmup, args.rounds, device)
-        flops = grouped if label == "ours_grouped" else full
         result[label] = {"samples_per_s": args.steps * args.batch_size / seconds,
-                         "tflops": flops * args.steps / seconds / 1e12}
+                         "tflops": flops[label] * args.steps / seconds / 1e12}
         if peak and args.precision == "bf16":
             result[label]["mfu"] = result[label]["tflops"] / peak
         print(f"{label:18s} {result[label]['samples_per_s']:10.1f} samples/s", flush=True)
@@ -256,7 +266,7 @@ def main() -> None:
     parser.add_argument("--precision", choices=["fp32", "bf16"], default=None,
                         help="default: bf16 on GPU, fp32 on CPU")
     parser.add_argument("--variants", type=lambda v: v.split(","),
-                        default=["open_clip", "ours", "ours_grouped"],
+                        default=["open_clip", "ours", "ours_grouped", "ours_groups4"],
                         help="comma-separated: open_clip, open_clip_compile, "
                              + ", ".join(OURS))
     parser.add_argument("--steps", type=int, default=20)

@@ -11,7 +11,13 @@ import torch
 
 from tests.conftest import FIXTURES
 from wit_builder.clip.configs import get_config
-from wit_builder.clip.model import CLIP, create_model, group_by_length
+from wit_builder.clip.model import (
+    CLIP,
+    TextGroups,
+    create_model,
+    group_by_length,
+    split_by_length,
+)
 from wit_builder.clip.tokenizer import Tokenizer
 
 CAPTIONS = [t for t in pq.read_table(FIXTURES / "alt_text" / "laion-alt-text-1000.parquet")
@@ -100,38 +106,61 @@ def test_grad_checkpointing_gives_the_same_gradients():
         torch.testing.assert_close(a, b)
 
 
+def check_groups(tokens: torch.Tensor, groups: TextGroups) -> list[tuple[int, int]]:
+    """The groups hold every row once, each with its EOT; returns their (rows, length)."""
+    needed = tokens.argmax(dim=-1) + 1
+    joined = torch.cat([torch.nn.functional.pad(p, (0, tokens.shape[1] - p.shape[1]))
+                        for p in groups.parts])
+    assert torch.equal(joined[groups.inverse], tokens)  # nobody loses its EOT or a token
+    shapes = [tuple(p.shape) for p in groups.parts]
+    assert all(n % 16 == 0 or n == 77 for _, n in shapes)
+    lengths = [n for _, n in shapes]
+    assert lengths == sorted(lengths)
+    for part in groups.parts:  # each cut to its longest row, rounded up
+        assert (part.argmax(dim=-1) + 1).max() > part.shape[1] - 16
+    assert sum(r for r, _ in shapes) == len(needed)
+    return shapes
+
+
 def test_length_groups_cover_the_batch_and_bound_shapes():
     tokens = Tokenizer()(CAPTIONS[:256])
-    groups = group_by_length(tokens, multiple=16, min_rows=8)
-    needed = tokens.argmax(dim=-1) + 1
-    assert sum(groups.sizes) == 256 and min(groups.sizes) >= 8
-    assert list(groups.lengths) == sorted(set(groups.lengths))
-    assert all(n % 16 == 0 or n == 77 for n in groups.lengths)
-    ends = torch.tensor(groups.sizes).cumsum(0) - 1
-    ordered = needed[groups.order]
-    assert (ordered[ends] <= torch.tensor(groups.lengths)).all()  # nobody loses its EOT
-    assert torch.equal(groups.order[groups.inverse], torch.arange(256))
+    shapes = check_groups(tokens, group_by_length(tokens, multiple=16, min_rows=8))
+    assert min(r for r, _ in shapes) >= 8
+    assert len({n for _, n in shapes}) == len(shapes)  # one group per rounded length
     # real alt-texts are short: well under half of the 256 × 77 positions are run
-    assert sum(s * n for s, n in zip(groups.sizes, groups.lengths, strict=True)) < 0.5 * 256 * 77
+    assert sum(r * n for r, n in shapes) < 0.5 * 256 * 77
+
+
+def test_equal_length_groups_keep_row_counts_fixed():
+    """`split_by_length`: row counts depend only on the batch size (compile-friendly)."""
+    for start in (0, 256, 512):
+        tokens = Tokenizer()(CAPTIONS[start:start + 256])
+        shapes = check_groups(tokens, split_by_length(tokens, parts=4))
+        assert [r for r, _ in shapes] == [64] * 4
+        assert sum(r * n for r, n in shapes) < 0.6 * 256 * 77
+    shapes = check_groups(tokens[:10], split_by_length(tokens[:10], parts=4))
+    assert [r for r, _ in shapes] == [3, 3, 2, 2]
+    assert len(split_by_length(tokens[:2], parts=4).parts) == 2
 
 
 def test_length_groups_give_the_same_features_and_gradients():
     """Causal attention: positions after a row's EOT never reach its features."""
     tokens = Tokenizer()(CAPTIONS[:64])
-    groups = group_by_length(tokens, min_rows=4)
-    assert len(groups.sizes) > 1
+    variable, equal = group_by_length(tokens, min_rows=4), split_by_length(tokens, 3)
+    assert len(variable.parts) > 1
     torch.manual_seed(0)
     model = create_model("tiny")
     results = []
-    for g in (None, groups):
+    for g in (None, variable, equal):
         model.zero_grad()
         features = model.encode_text(tokens, normalize=True, groups=g)
         (features * torch.linspace(-1, 1, features.numel()).view_as(features)).sum().backward()
         results.append((features.detach(), [p.grad.clone() for p in model.parameters()
                                             if p.grad is not None]))
-    torch.testing.assert_close(results[0][0], results[1][0], rtol=0, atol=1e-5)
-    for a, b in zip(results[0][1], results[1][1], strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    for features, grads in results[1:]:
+        torch.testing.assert_close(results[0][0], features, rtol=0, atol=1e-5)
+        for a, b in zip(results[0][1], grads, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_unknown_model_name():

@@ -77,11 +77,12 @@ def test_gradient_accumulation_equals_one_big_batch(shards):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
-def test_grouped_text_gives_the_same_loss_and_gradients(shards):
+@pytest.mark.parametrize("grouping", [{"group_text": True}, {"text_groups": 3}])
+def test_grouped_text_gives_the_same_loss_and_gradients(shards, grouping):
     images, tokens = torch.randn(16, 3, 32, 32), Tokenizer()(CAPTIONS[:16])
     results = []
-    for group_text in (False, True):
-        cfg = TrainConfig(**settings(shards, Path("unused"), group_text=group_text))
+    for extra in ({}, grouping):
+        cfg = TrainConfig(**settings(shards, Path("unused"), **extra))
         torch.manual_seed(0)
         model = create_model("tiny")
         loss = accumulated_backward(model, ClipLoss(), [Batch(images, tokens)], cfg,
@@ -92,9 +93,12 @@ def test_grouped_text_gives_the_same_loss_and_gradients(shards):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
-def test_compile_with_grouped_text_is_refused(shards):
-    with pytest.raises(ValueError, match="group_text"):
+def test_compile_with_variable_text_groups_is_refused(shards):
+    with pytest.raises(ValueError, match="with compile use text_groups"):
         TrainConfig(**settings(shards, Path("unused"), group_text=True, compile=True))
+    with pytest.raises(ValueError, match="set one"):
+        TrainConfig(**settings(shards, Path("unused"), group_text=True, text_groups=2))
+    assert TrainConfig(**settings(shards, Path("unused"), text_groups=4, compile=True))
 
 
 def wit_train(shards: str, out: Path, workers: int) -> list[str]:

@@ -184,18 +184,16 @@ class CLIP(nn.Module):
                     groups: TextGroups | None = None) -> torch.Tensor:
         """Text features pooled at each row's end-of-text token (the largest id).
 
-        With `groups` (rows sorted by length, see `group_by_length`) each group runs only
-        up to its own length: attention is causal, so positions after a row's EOT never
-        reach its features, and the result equals the full-context one.
+        With `groups` (the same rows cut by length, see `group_by_length`; `tokens` is then
+        unused) each group runs only up to its own length: attention is causal, so
+        positions after a row's EOT never reach its features, and the result equals the
+        full-context one.
         """
         if groups is None:
             features = self._text_features(tokens)
         else:
-            order = groups.order.to(tokens.device, non_blocking=True)
-            parts = tokens[order].split(list(groups.sizes))
-            grouped = torch.cat([self._text_features(part[:, :length])
-                                 for part, length in zip(parts, groups.lengths, strict=True)])
-            features = grouped[groups.inverse.to(tokens.device, non_blocking=True)]
+            grouped = torch.cat([self._text_features(part) for part in groups.parts])
+            features = grouped[groups.inverse]
         return F.normalize(features, dim=-1) if normalize else features
 
     def _text_features(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -215,42 +213,73 @@ class CLIP(nn.Module):
 
 @dataclass(frozen=True)
 class TextGroups:
-    """A batch's rows ordered by token length (`order`, undone by `inverse`) and cut into
-    consecutive groups: `sizes` rows each, run up to `lengths` positions each."""
+    """A token batch cut for the text tower: its rows sorted by caption length and split
+    into `parts`, each cut to its longest caption (rounded up); ``features[inverse]``
+    puts the features of the concatenated parts back in batch order."""
 
-    order: torch.Tensor
+    parts: tuple[torch.Tensor, ...]
     inverse: torch.Tensor
-    sizes: tuple[int, ...]
-    lengths: tuple[int, ...]
+
+    def to(self, device: torch.device) -> TextGroups:
+        return TextGroups(tuple(p.to(device, non_blocking=True) for p in self.parts),
+                          self.inverse.to(device, non_blocking=True))
 
 
 def group_by_length(tokens: torch.Tensor, multiple: int = 16, min_rows: int = 8
                     ) -> TextGroups:
-    """Length groups of a token batch, computed on the host (so no device sync).
+    """Groups of rows whose lengths round up to the same value: the fewest positions run,
+    but the number and shapes of the groups change from batch to batch (eager mode).
 
     Lengths run through each row's EOT token, rounded up to a `multiple` (few distinct
     shapes, kernel-friendly) and capped at the context. A group of fewer than `min_rows`
     rows joins the next longer one (the longest joins the one before it): tiny launches
     cost more than the padding they save.
     """
-    needed = tokens.argmax(dim=-1) + 1
-    order = torch.argsort(needed, stable=True)
-    padded = ((needed[order] + multiple - 1) // multiple * multiple).clamp(max=tokens.shape[1])
-    values, counts = torch.unique_consecutive(padded, return_counts=True)
-    sizes, lengths, pending = [], [], 0
-    for value, count in zip(values.tolist(), counts.tolist(), strict=True):
+    order, padded = _sorted_lengths(tokens, multiple)
+    _, counts = torch.unique_consecutive(padded, return_counts=True)
+    sizes, pending = [], 0
+    for count in counts.tolist():
         pending += count
         if pending >= min_rows:
             sizes.append(pending)
-            lengths.append(value)
             pending = 0
     if pending:  # a short tail of the longest rows
         if sizes:
             sizes[-1] += pending
         else:
             sizes.append(pending)
-        lengths[-1:] = [values[-1].item()]
-    return TextGroups(order, torch.argsort(order), tuple(sizes), tuple(lengths))
+    return _cut(tokens, order, padded, sizes)
+
+
+def split_by_length(tokens: torch.Tensor, parts: int, multiple: int = 16) -> TextGroups:
+    """`parts` groups of (nearly) equal row counts, shortest captions first.
+
+    Only the groups' lengths vary between batches, over a few values (multiples of
+    `multiple`, or the context), so a compiled model sees a handful of shapes: this is
+    the grouping that works with ``torch.compile`` and CUDA graphs.
+    """
+    order, padded = _sorted_lengths(tokens, multiple)
+    rows = len(tokens)
+    sizes = [rows // parts + (i < rows % parts) for i in range(min(parts, rows))]
+    return _cut(tokens, order, padded, sizes)
+
+
+def _sorted_lengths(tokens: torch.Tensor, multiple: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row order by length, sorted lengths through EOT rounded up and capped)."""
+    needed = tokens.argmax(dim=-1) + 1
+    order = torch.argsort(needed, stable=True)
+    padded = (needed[order] + multiple - 1) // multiple * multiple
+    return order, padded.clamp(max=tokens.shape[1])
+
+
+def _cut(tokens: torch.Tensor, order: torch.Tensor, padded: torch.Tensor,
+         sizes: list[int]) -> TextGroups:
+    """Consecutive groups of `sizes` sorted rows, each cut to its longest row's length."""
+    ends = torch.tensor(sizes).cumsum(0) - 1
+    lengths = padded[ends].tolist()
+    parts = tokens[order].split(sizes)
+    return TextGroups(tuple(p[:, :n].contiguous() for p, n in zip(parts, lengths, strict=True)),
+                      torch.argsort(order))
 
 
 def create_model(name: str, quick_gelu: bool | None = None) -> CLIP:

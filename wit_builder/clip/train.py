@@ -32,7 +32,7 @@ from wit_builder.clip.configs import get_config
 from wit_builder.clip.data import Batch, make_pipeline
 from wit_builder.clip.distributed import DistInfo, init_distributed, unwrap
 from wit_builder.clip.loss import ClipLoss
-from wit_builder.clip.model import CLIP, TextGroups, group_by_length
+from wit_builder.clip.model import CLIP, TextGroups, group_by_length, split_by_length
 from wit_builder.clip.optim import clamp_logit_scale, cosine_lr, make_optimizer, set_lr
 from wit_builder.clip.tokenizer import Tokenizer
 from wit_builder.errors import InputError
@@ -64,13 +64,9 @@ class TrainConfig(BaseModel):
     group_text: bool = Field(False, description="run captions in length groups: exact, "
                              "skips compute on padding; pays off when compute-bound (CPU, "
                              "large batches), not with compile (shapes change per batch)")
-
-    @model_validator(mode="after")
-    def _compile_needs_static_shapes(self) -> TrainConfig:
-        if self.compile and self.group_text:
-            raise ValueError("group_text changes the text shapes every batch, which would "
-                             "recompile the model: use one of compile, group_text")
-        return self
+    text_groups: int = Field(0, ge=0, description="N > 0: sort captions by length into N "
+                             "equal groups, each run to its longest caption: exact, and "
+                             "few shapes, so it works with compile and CUDA graphs")
     local_loss: bool = Field(False, description="per-rank logits rows (less memory)")
     resampled: bool = Field(False, description="draw shards with replacement")
     shuffle_buffer: int = Field(1000, ge=1)
@@ -80,6 +76,16 @@ class TrainConfig(BaseModel):
     keep_checkpoints: int = Field(3, ge=1)
     log_every: int = Field(10, ge=1)
     resume: str | None = Field("latest", description="'latest', a checkpoint path, or None")
+
+    @model_validator(mode="after")
+    def _one_text_grouping(self) -> TrainConfig:
+        if self.compile and self.group_text:
+            raise ValueError("group_text changes the text shapes every batch, which would "
+                             "recompile the model: with compile use text_groups=N")
+        if self.group_text and self.text_groups:
+            raise ValueError("group_text and text_groups are two ways to group captions: "
+                             "set one")
+        return self
 
 
 class DataRng:
@@ -143,8 +149,18 @@ def autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractConte
 
 def to_device(batch: Batch, cfg: TrainConfig, device: torch.device
               ) -> tuple[torch.Tensor, torch.Tensor, TextGroups | None]:
-    """Model inputs of a batch: images, tokens and (computed on the host) length groups."""
-    groups = group_by_length(batch.tokens) if cfg.group_text else None
+    """Model inputs of a batch: images, tokens and caption length groups (cut on the
+    host, so without a device sync)."""
+    groups = None
+    if cfg.group_text:
+        groups = group_by_length(batch.tokens).to(device)
+    elif cfg.text_groups:
+        groups = split_by_length(batch.tokens, cfg.text_groups).to(device)
+        if cfg.compile:
+            # Static: a graph per combination of group lengths (a few on real captions).
+            # Dynamic lengths compile once but ran ~2x slower on an H100 (see README).
+            for part in groups.parts:
+                torch._dynamo.mark_static(part, 1)
     return (batch.images.to(device, non_blocking=True),
             batch.tokens.to(device, non_blocking=True), groups)
 
