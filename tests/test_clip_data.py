@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import tarfile
 from collections import Counter
 from pathlib import Path
@@ -95,6 +96,29 @@ def test_training_order_is_seeded(shards):
     assert torch.equal(first_tokens(1), first_tokens(1))
     assert not torch.equal(first_tokens(1), first_tokens(2))
     assert not torch.equal(first_tokens(1, 0), first_tokens(1, 1))
+
+
+def test_resampled_shards_are_drawn_with_replacement_forever(shards):
+    """`resampled`: an endless stream of whole shards drawn with replacement, seeded."""
+    root, n = shards
+    tokenizer = Tokenizer()
+    shard_of = {tuple(tokenizer([c])[0].tolist()): i // 10 for i, c in enumerate(CAPTIONS[:n])}
+
+    def drawn(seed: int, epoch: int = 0, batches: int = 30) -> list[int]:
+        pipe = make_pipeline(str(root / "*.tar"), 4, 32, tokenizer, resampled=True,
+                             seed=seed, epoch=epoch, shuffle_buffer=1)  # keeps draw order
+        rows = [tuple(r) for b in itertools.islice(pipe, batches) for r in b.tokens.tolist()]
+        return [shard_of[r] for r in rows]
+
+    samples = drawn(1)
+    assert all(len(set(samples[i:i + 10])) == 1 for i in range(0, 120, 10))
+    shards_drawn = samples[::10]  # a shard's 10 samples arrive together (no shuffle)
+    assert len(shards_drawn) == 12  # 120 samples from 40: it does not stop at one pass
+    assert set(shards_drawn) <= {0, 1, 2, 3}
+    # a pass without replacement would be 3 permutations of the 4 shards
+    assert any(sorted(shards_drawn[i:i + 4]) != [0, 1, 2, 3] for i in (0, 4, 8))
+    assert drawn(1) == drawn(1)
+    assert drawn(1) != drawn(2) and drawn(1) != drawn(1, epoch=1)
 
 
 def test_workers_split_the_shards(shards):

@@ -140,6 +140,23 @@ def test_killed_run_resumes_to_identical_weights(shards, tmp_path, workers):
     assert (full["epoch"], full["batches_done"]) == (resumed["epoch"], resumed["batches_done"])
 
 
+def test_resampled_run_resumes_with_a_fresh_seeded_draw(shards, tmp_path):
+    """Resampled shards: a resumed run does not replay the draw (that would decode every
+    batch since step 0); it starts a new one seeded by its step, reproducibly."""
+    finals = []
+    for run in ("a", "b"):
+        out = tmp_path / run
+        train(TrainConfig(**settings(shards, out, resampled=True, steps=4, save_every=4)))
+        last = train(TrainConfig(**settings(shards, out, resampled=True, steps=8)))
+        records = [json.loads(line) for line in (out / "metrics.jsonl").open()]
+        assert [(r["step"], r["epoch"]) for r in records] == [
+            (2, 0), (4, 0), (6, 4), (8, 4)]  # 8 steps on 32 samples: one endless draw each
+        finals.append(torch.load(last, weights_only=False))
+    assert finals[0]["step"] == 8 and (finals[0]["epoch"], finals[0]["batches_done"]) == (4, 4)
+    for key, value in finals[0]["state_dict"].items():
+        assert torch.equal(value, finals[1]["state_dict"][key]), key
+
+
 def test_torchrun_two_processes_train_in_step(shards, tmp_path):
     """`wit train` under torchrun (2 CPU processes, gloo): one metrics log and one
     checkpoint series from rank 0, the loss falls, and the run resumes like a single one."""

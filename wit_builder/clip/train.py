@@ -9,7 +9,8 @@ step on the whole batch (the temperature's gradient is taken once, not per micro
 Resuming (``--resume latest``, the default) restores weights, optimizer, step, RNG and the
 data position (epoch and batches consumed), so a run killed at any moment and restarted
 reaches the same weights as an uninterrupted run (bit-identical on CPU; on GPU up to
-non-deterministic kernels). The learning rate is a pure function of the step.
+non-deterministic kernels). The learning rate is a pure function of the step. With
+``resampled`` shards a resumed run starts a new seeded draw instead (see `data_start`).
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ class TrainConfig(BaseModel):
                              "equal groups, each run to its longest caption: exact, and "
                              "few shapes, so it works with compile and CUDA graphs")
     local_loss: bool = Field(False, description="per-rank logits rows (less memory)")
-    resampled: bool = Field(False, description="draw shards with replacement")
+    resampled: bool = Field(False, description="draw shards with replacement, endlessly; "
+                            "a resumed run starts a new draw seeded by its step")
     shuffle_buffer: int = Field(1000, ge=1)
     workers: int = Field(4, ge=0, description="DataLoader worker processes per rank")
     seed: int = 0
@@ -284,6 +286,18 @@ class Window:
         return out
 
 
+def data_start(cfg: TrainConfig, step: int, epoch: int, done: int) -> tuple[int, int, int]:
+    """(step, epoch, batches to skip) to start from, given the checkpoint's.
+
+    Resampled shards are an endless draw with replacement: replaying it to the saved
+    position would decode every batch since step 0, and a fresh draw is statistically the
+    same, so a resumed run starts a new draw seeded by its step (logged as its epoch).
+    """
+    if cfg.resampled and step > 0:
+        return step, step, 0
+    return step, epoch, done
+
+
 def next_micro_batches(stream: Iterator[tuple[int, int, Batch]], n: int
                        ) -> tuple[list[Batch], tuple[int, int], float]:
     """`n` batches, the data position after them, and the seconds spent waiting."""
@@ -303,7 +317,7 @@ def train(cfg: TrainConfig) -> Path:
     model = build_model(cfg, dist)
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay,
                                fused=dist.device.type == "cuda")
-    step, epoch, done = restore(model, optimizer, cfg)
+    step, epoch, done = data_start(cfg, *restore(model, optimizer, cfg))
     wrapped, loss_fn = wrap(model, cfg, dist), ClipLoss(cfg.local_loss)
     vision, text = get_config(cfg.model).vision, get_config(cfg.model).text
     stream = batch_stream(cfg, vision.image_size, Tokenizer(text.context_length), epoch, done)
