@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 import uuid
@@ -57,6 +58,14 @@ def check_existing(out_dir: Path, chash: str, overwrite: bool) -> Literal["run",
         f"{out_dir} was built with config {marker.get('config_hash')}, this run is {chash}; "
         "pass --overwrite to replace it"
     )
+
+
+def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
+    """Produce the file `path` by calling `write` on a hidden temporary sibling, then
+    renaming it: a reader sees the old file or the complete new one, never a part."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    write(tmp)
+    os.replace(tmp, path)
 
 
 def _remove_stale_temps(out_dir: Path) -> None:

@@ -9,13 +9,14 @@ under ``state_dict`` with open_clip's key names, so ``open_clip.load_checkpoint`
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from wit_builder.outputs import atomic_write
 
 LATEST = "latest"
 
@@ -37,18 +38,12 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def save(directory: Path, step: int, state: dict[str, Any], keep: int = 3) -> Path:
     """Write `state` as the checkpoint of `step`, point ``latest`` at it, prune old ones."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"step_{step:08d}.pt"
-    _atomic_write(path, lambda tmp: torch.save(state, tmp))
-    _atomic_write(directory / LATEST, lambda tmp: tmp.write_text(path.name + "\n"))
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    atomic_write(directory / LATEST, lambda tmp: tmp.write_text(path.name + "\n"))
     for old in sorted(directory.glob("step_*.pt"))[:-keep] if keep > 0 else []:
         old.unlink()
     return path

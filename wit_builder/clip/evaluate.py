@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +35,7 @@ from wit_builder.clip.zeroshot import (
     topk_accuracy,
 )
 from wit_builder.errors import ConfigError, InputError
+from wit_builder.outputs import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -199,14 +199,6 @@ def retrieval(model: CLIP, shards: str, cfg: EvalConfig) -> dict:
             **retrieval_recall(F.normalize(image_x, dim=-1), text_x, pairs)}
 
 
-def write_json(path: Path, payload: dict) -> None:
-    """Write to a temporary name, then rename (never a half-written file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def run_eval(cfg: EvalConfig) -> dict:
     """Evaluate the checkpoint on every configured set; write and return the results."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -219,5 +211,7 @@ def run_eval(cfg: EvalConfig) -> dict:
         results["datasets"][evalset.name] = evaluate_set(model, evalset, cfg)
     if cfg.retrieval_shards:
         results["retrieval"] = retrieval(model, cfg.retrieval_shards, cfg)
-    write_json(cfg.out / "eval.json", results)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(results, indent=2) + "\n"
+    atomic_write(cfg.out / "eval.json", lambda tmp: tmp.write_text(text))
     return results
