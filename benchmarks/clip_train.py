@@ -45,12 +45,13 @@ from wit_builder.clip.configs import get_config  # noqa: E402
 from wit_builder.clip.data import Batch  # noqa: E402
 from wit_builder.clip.distributed import DistInfo  # noqa: E402
 from wit_builder.clip.loss import ClipLoss  # noqa: E402
-from wit_builder.clip.model import CLIP, group_by_length, split_by_length  # noqa: E402
+from wit_builder.clip.model import CLIP  # noqa: E402
 from wit_builder.clip.optim import make_optimizer  # noqa: E402
 from wit_builder.clip.tokenizer import Tokenizer  # noqa: E402
 from wit_builder.clip.train import (  # noqa: E402
     TrainConfig,
     accumulated_backward,
+    length_groups,
     optimizer_step,
     wrap,
 )
@@ -93,11 +94,8 @@ def step_flops(name: str, batch: Batch, device: torch.device, settings: dict) ->
     from torch.utils.flop_counter import FlopCounterMode
 
     model = CLIP(get_config(name)).to(device)
-    groups = None
-    if settings.get("group_text"):
-        groups = group_by_length(batch.tokens).to(device)
-    elif settings.get("text_groups"):
-        groups = split_by_length(batch.tokens, int(settings["text_groups"])).to(device)
+    groups = length_groups(batch.tokens, train_config(name, len(batch.tokens), "fp32", settings))
+    groups = groups.to(device) if groups is not None else None
     counter = FlopCounterMode(display=False)
     with counter:
         image, text, scale = model(batch.images.to(device), batch.tokens.to(device), groups)
@@ -123,12 +121,16 @@ def timed(run_steps: Callable[[int], None], steps: int, warmup: int, rounds: int
     return best
 
 
+def train_config(name: str, batch_size: int, precision: str, settings: dict) -> TrainConfig:
+    """The `wit train` settings a benchmark variant runs with."""
+    return TrainConfig(shards="unused", out=Path("unused"), model=name, batch_size=batch_size,
+                       steps=10**6, lr=5e-4, warmup_steps=100, precision=precision, **settings)
+
+
 def ours(name: str, batches: list[Batch], args: argparse.Namespace, device: torch.device,
          **settings: object) -> Callable[[int], None]:
     """`wit train`'s step (`wrap`, `accumulated_backward`, `optimizer_step`) on our model."""
-    cfg = TrainConfig(shards="unused", out=Path("unused"), model=name,
-                      batch_size=args.batch_size, steps=10**6, lr=5e-4, warmup_steps=100,
-                      precision=args.precision, **settings)
+    cfg = train_config(name, args.batch_size, args.precision, settings)
     torch.manual_seed(0)
     model = CLIP(get_config(name)).to(device)
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, fused=device.type == "cuda")

@@ -149,15 +149,22 @@ def autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractConte
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
 
 
+def length_groups(tokens: torch.Tensor, cfg: TrainConfig) -> TextGroups | None:
+    """The caption length groups `cfg` asks for (`group_text`, `text_groups`), or None."""
+    if cfg.group_text:
+        return group_by_length(tokens)
+    if cfg.text_groups:
+        return split_by_length(tokens, cfg.text_groups)
+    return None
+
+
 def to_device(batch: Batch, cfg: TrainConfig, device: torch.device
               ) -> tuple[torch.Tensor, torch.Tensor, TextGroups | None]:
     """Model inputs of a batch: images, tokens and caption length groups (cut on the
     host, so without a device sync)."""
-    groups = None
-    if cfg.group_text:
-        groups = group_by_length(batch.tokens).to(device)
-    elif cfg.text_groups:
-        groups = split_by_length(batch.tokens, cfg.text_groups).to(device)
+    groups = length_groups(batch.tokens, cfg)
+    if groups is not None:
+        groups = groups.to(device)
         if cfg.compile:
             # Static: a graph per combination of group lengths (a few on real captions).
             # Dynamic lengths compile once but ran ~2x slower on an H100 (see README).
@@ -286,16 +293,16 @@ class Window:
         return out
 
 
-def data_start(cfg: TrainConfig, step: int, epoch: int, done: int) -> tuple[int, int, int]:
-    """(step, epoch, batches to skip) to start from, given the checkpoint's.
+def data_start(cfg: TrainConfig, step: int, epoch: int, done: int) -> tuple[int, int]:
+    """(epoch, batches to skip) to start the data from, given the checkpoint's position.
 
     Resampled shards are an endless draw with replacement: replaying it to the saved
     position would decode every batch since step 0, and a fresh draw is statistically the
     same, so a resumed run starts a new draw seeded by its step (logged as its epoch).
     """
     if cfg.resampled and step > 0:
-        return step, step, 0
-    return step, epoch, done
+        return step, 0
+    return epoch, done
 
 
 def next_micro_batches(stream: Iterator[tuple[int, int, Batch]], n: int
@@ -317,7 +324,8 @@ def train(cfg: TrainConfig) -> Path:
     model = build_model(cfg, dist)
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay,
                                fused=dist.device.type == "cuda")
-    step, epoch, done = data_start(cfg, *restore(model, optimizer, cfg))
+    step, epoch, done = restore(model, optimizer, cfg)
+    epoch, done = data_start(cfg, step, epoch, done)
     wrapped, loss_fn = wrap(model, cfg, dist), ClipLoss(cfg.local_loss)
     vision, text = get_config(cfg.model).vision, get_config(cfg.model).text
     stream = batch_stream(cfg, vision.image_size, Tokenizer(text.context_length), epoch, done)
