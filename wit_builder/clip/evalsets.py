@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,8 +44,8 @@ def imagenet_templates() -> list[str]:
 class ImageSplit(torch.utils.data.Dataset):
     """Labelled images, each opened on demand; `transform` maps a PIL image to a tensor.
 
-    An image file that cannot be decoded yields None (see `collate_valid`) and is counted
-    in `unreadable` by the consumer, never silently dropped.
+    An image file that cannot be decoded yields (None, index); the consumer counts it as
+    unreadable (see `evaluate.image_features`), never silently dropping it.
     """
 
     def __init__(self, load: Callable[[int], Image.Image], labels: Sequence[int],
@@ -74,7 +74,6 @@ class EvalSet:
     templates: list[str]
     test: ImageSplit
     train: ImageSplit | None = None
-    notes: dict[str, int] = field(default_factory=dict)
 
 
 def array_split(pixels: np.ndarray, labels: np.ndarray) -> ImageSplit:

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from wit_builder.clip import checkpoint
@@ -185,18 +185,17 @@ def retrieval(model: CLIP, shards: str, cfg: EvalConfig) -> dict:
     tokenizer = Tokenizer(model.config.text.context_length)
     pipe = make_pipeline(shards, cfg.batch_size, model.config.vision.image_size, tokenizer,
                          train=False)
-    images, texts, skipped = [], [], {}
-    for batch in pipe:
-        images.append(model.encode_image(batch.images.to(device), normalize=True).float())
-        texts.append(model.encode_text(batch.tokens.to(device), normalize=True).float())
-        for reason, n in batch.skipped.items():
-            skipped[reason] = skipped.get(reason, 0) + n
+    images, texts, skipped = [], [], Counter()
+    for batch in pipe:  # retrieval_recall normalizes the features
+        images.append(model.encode_image(batch.images.to(device)).float())
+        texts.append(model.encode_text(batch.tokens.to(device)).float())
+        skipped.update(batch.skipped)
     if not images:
         raise InputError(f"no readable image-caption pair in {shards}")
     image_x, text_x = torch.cat(images), torch.cat(texts)
     pairs = torch.arange(len(image_x), device=image_x.device)
-    return {"pairs": len(pairs), "skipped": skipped,
-            **retrieval_recall(F.normalize(image_x, dim=-1), text_x, pairs)}
+    return {"pairs": len(pairs), "skipped": dict(skipped),
+            **retrieval_recall(image_x, text_x, pairs)}
 
 
 def run_eval(cfg: EvalConfig) -> dict:
