@@ -41,7 +41,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from wit_builder.clip.configs import get_config  # noqa: E402
+from wit_builder.clip.configs import TrainConfig, get_config  # noqa: E402
 from wit_builder.clip.data import Batch  # noqa: E402
 from wit_builder.clip.distributed import DistInfo  # noqa: E402
 from wit_builder.clip.loss import ClipLoss  # noqa: E402
@@ -49,7 +49,6 @@ from wit_builder.clip.model import CLIP  # noqa: E402
 from wit_builder.clip.optim import make_optimizer  # noqa: E402
 from wit_builder.clip.tokenizer import Tokenizer  # noqa: E402
 from wit_builder.clip.train import (  # noqa: E402
-    TrainConfig,
     accumulated_backward,
     length_groups,
     optimizer_step,

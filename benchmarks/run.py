@@ -118,7 +118,7 @@ def five_hundred_k_entries() -> list[str]:
 
     import pyarrow.parquet as pq
 
-    from wit_builder.tokenize import tokens
+    from wit_builder.querylist.words import tokens
 
     entries = pq.read_table(QUERY_LIST).column("entry").to_pylist()
     with bz2.open(WIKI, "rt", encoding="utf-8") as f:
@@ -139,8 +139,7 @@ def five_hundred_k_entries() -> list[str]:
 def bench_match(repeats: int) -> dict[str, float]:
     import pyarrow.parquet as pq
 
-    from wit_builder.curate.match_job import match_df
-    from wit_builder.curate.matching import build_automaton, normalize_text
+    from wit_builder.curate.matching import build_automaton, match_df, normalize_text
     from wit_builder.spark import get_spark
 
     texts = [t for t in pq.read_table(ALT_TEXTS).column("TEXT").to_pylist() if t] * repeats

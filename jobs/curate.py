@@ -1,13 +1,11 @@
-"""spark-submit entry point for the whole curation (extract → match → balance) stage.
+"""spark-submit entry point for the whole curation stage (extract → match → balance in one job).
 
     spark-submit --master spark://HOST:7077 jobs/curate.py --help
 
 Takes the same options as `wit curate`; the master comes from spark-submit.
 """
 
-import sys
-
-from wit_builder.cli import app
+from wit_builder.cli import run_job
 
 if __name__ == "__main__":
-    app(["curate", *sys.argv[1:]], prog_name="curate.py")
+    run_job("curate")

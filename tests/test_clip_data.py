@@ -2,42 +2,19 @@
 
 from __future__ import annotations
 
-import io
 import itertools
-import tarfile
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 import torch
-from PIL import Image
 from sklearn.datasets import load_digits, load_sample_images
 
-from tests.conftest import FIXTURES
+from tests.builders import CAPTIONS, png, write_shard
 from wit_builder.clip.data import CLIP_MEAN, expand_shards, make_pipeline
 from wit_builder.clip.tokenizer import Tokenizer
 from wit_builder.errors import InputError
-
-CAPTIONS = [t for t in pq.read_table(FIXTURES / "alt_text" / "laion-alt-text-1000.parquet")
-            .column("TEXT").to_pylist() if t]
-
-
-def png(array: np.ndarray) -> bytes:
-    out = io.BytesIO()
-    Image.fromarray(array).resize((48, 48)).save(out, format="PNG")
-    return out.getvalue()
-
-
-def write_shard(path: Path, members: list[tuple[str, bytes]]) -> Path:
-    """A tar shard written with the standard library (not the library under test)."""
-    with tarfile.open(path, "w") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from pydantic import ValidationError
 
-from tests.conftest import repo_env
-from tests.test_clip_data import write_shard
-from tests.test_clip_model import tiny_reference
+from tests.builders import repo_env, tiny_reference, write_shard
+from wit_builder.clip import eval_job
+from wit_builder.clip.configs import EvalConfig, TrainConfig
 from wit_builder.clip.evalsets import (
     DIGIT_NAMES,
     DIGIT_TEMPLATES,
@@ -26,11 +27,16 @@ from wit_builder.clip.evalsets import (
     load_eval_set,
     read_templates,
 )
-from wit_builder.clip.evaluate import EvalConfig, load_model, run_eval
-from wit_builder.clip.train import TrainConfig, train
+from wit_builder.clip.evaluate import load_model
+from wit_builder.clip.train import train
 from wit_builder.errors import InputError
 
 CHANCE = 1 / len(DIGIT_NAMES)
+
+
+def run_eval(cfg: EvalConfig) -> dict:
+    """`wit eval` as a stage, in process: the results it wrote."""
+    return eval_job.read_results(eval_job.run(cfg).out_dir)
 
 
 def png(image: Image.Image) -> bytes:
@@ -96,7 +102,7 @@ def test_untrained_model_is_near_chance(trained, tmp_path):
     torch.manual_seed(0)
     path = tmp_path / "random.pt"
     torch.save({"state_dict": tiny_reference().state_dict(), "config": {"model": "tiny"}}, path)
-    results = run_eval(EvalConfig(checkpoint=path, out=tmp_path, linear_probe=False))
+    results = run_eval(EvalConfig(checkpoint=path, out=tmp_path / "eval", linear_probe=False))
     assert results["datasets"]["digits"]["zero_shot"]["top1"] < 3 * CHANCE
 
 
@@ -198,15 +204,17 @@ def test_open_clip_state_dicts_load(tmp_path):
 
 def test_bad_inputs_are_clear_errors(trained, tmp_path):
     checkpoint, _ = trained
-    proc = wit_eval("--checkpoint", str(checkpoint), "--out", str(tmp_path),
+    proc = wit_eval("--checkpoint", str(checkpoint), "--out", str(tmp_path / "eval"),
                     "--model", "ViT-S-32")
     message = " ".join((proc.stdout + proc.stderr).split())
     assert proc.returncode == 2 and "does not fit model ViT-S-32" in message
     assert "other shapes" in message
+    with pytest.raises(ValidationError, match="'mnist' is not one of digits"):
+        EvalConfig(checkpoint=checkpoint, out=tmp_path / "eval", datasets=["mnist"])
     with pytest.raises(InputError, match="unknown eval set 'mnist'"):
-        run_eval(EvalConfig(checkpoint=checkpoint, out=tmp_path, datasets=["mnist"]))
+        load_eval_set("mnist")
     with pytest.raises(InputError, match="checkpoint not found"):
-        run_eval(EvalConfig(checkpoint=tmp_path / "none.pt", out=tmp_path))
+        run_eval(EvalConfig(checkpoint=tmp_path / "none.pt", out=tmp_path / "eval"))
     (tmp_path / "t.txt").write_text("a photo of a {}.\nno slot here\n")
     with pytest.raises(InputError, match="no slot here"):
         read_templates(tmp_path / "t.txt")

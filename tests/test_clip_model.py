@@ -5,12 +5,10 @@ from __future__ import annotations
 import warnings
 
 import open_clip
-import pyarrow.parquet as pq
 import pytest
 import torch
 
-from tests.conftest import FIXTURES
-from wit_builder.clip.configs import get_config
+from tests.builders import CAPTIONS, tiny_reference
 from wit_builder.clip.model import (
     CLIP,
     TextGroups,
@@ -20,26 +18,11 @@ from wit_builder.clip.model import (
 )
 from wit_builder.clip.tokenizer import Tokenizer
 
-CAPTIONS = [t for t in pq.read_table(FIXTURES / "alt_text" / "laion-alt-text-1000.parquet")
-            .column("TEXT").to_pylist() if t]
-
 
 def reference(name: str) -> torch.nn.Module:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return open_clip.create_model(name, pretrained=None).eval()
-
-
-def tiny_reference() -> torch.nn.Module:
-    """open_clip's CLIP class built with our ``tiny`` sizes."""
-    cfg = get_config("tiny")
-    v, t = cfg.vision, cfg.text
-    return open_clip.model.CLIP(
-        cfg.embed_dim,
-        vision_cfg={"image_size": v.image_size, "patch_size": v.patch_size,
-                    "width": v.width, "layers": v.layers, "head_width": v.head_width},
-        text_cfg={"context_length": t.context_length, "vocab_size": t.vocab_size,
-                  "width": t.width, "heads": t.heads, "layers": t.layers}).eval()
 
 
 @pytest.mark.parametrize("name", ["ViT-B-32", "ViT-B-16", "ViT-S-32"])

@@ -15,14 +15,13 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from tests.conftest import repo_env
-from tests.test_clip_data import CAPTIONS, png, write_shard
-from tests.test_clip_model import tiny_reference
+from tests.builders import CAPTIONS, png, repo_env, tiny_reference, write_shard
+from wit_builder.clip.configs import TrainConfig
 from wit_builder.clip.data import Batch
 from wit_builder.clip.loss import ClipLoss
 from wit_builder.clip.model import create_model
 from wit_builder.clip.tokenizer import Tokenizer
-from wit_builder.clip.train import TrainConfig, accumulated_backward, train
+from wit_builder.clip.train import accumulated_backward, train
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +53,7 @@ def test_training_learns_and_writes_open_clip_checkpoints(shards, tmp_path):
     assert records[-1]["loss"] < 0.5 * records[0]["loss"]  # it memorizes 32 pairs
     assert {"lr", "temperature", "samples_per_s", "data_wait_s", "skipped"} <= set(records[0])
     assert any((tmp_path / "run" / "tensorboard").iterdir())
-    state = torch.load(last, weights_only=False)
+    state = torch.load(last, weights_only=True)
     assert state["step"] == 50
     tiny_reference().load_state_dict(state["state_dict"], strict=True)
     assert len(list((tmp_path / "run" / "checkpoints").glob("step_*.pt"))) == 3  # kept
@@ -130,8 +129,8 @@ def test_killed_run_resumes_to_identical_weights(shards, tmp_path, workers):
     proc.wait()
     assert not (ckpts / "step_00000008.pt").exists()
     subprocess.run(cmd, check=True, env=env, capture_output=True)
-    full = torch.load(tmp_path / "full/checkpoints/step_00000008.pt", weights_only=False)
-    resumed = torch.load(ckpts / "step_00000008.pt", weights_only=False)
+    full = torch.load(tmp_path / "full/checkpoints/step_00000008.pt", weights_only=True)
+    resumed = torch.load(ckpts / "step_00000008.pt", weights_only=True)
     for key, value in full["state_dict"].items():
         assert torch.equal(value, resumed["state_dict"][key]), key
     for a, b in zip(full["optimizer"]["state"].values(),
@@ -151,7 +150,7 @@ def test_resampled_run_resumes_with_a_fresh_seeded_draw(shards, tmp_path):
         records = [json.loads(line) for line in (out / "metrics.jsonl").open()]
         assert [(r["step"], r["epoch"]) for r in records] == [
             (2, 0), (4, 0), (6, 4), (8, 4)]  # 8 steps on 32 samples: one endless draw each
-        finals.append(torch.load(last, weights_only=False))
+        finals.append(torch.load(last, weights_only=True))
     assert finals[0]["step"] == 8 and (finals[0]["epoch"], finals[0]["batches_done"]) == (4, 4)
     for key, value in finals[0]["state_dict"].items():
         assert torch.equal(value, finals[1]["state_dict"][key]), key
@@ -166,14 +165,15 @@ def test_torchrun_two_processes_train_in_step(shards, tmp_path):
            str(tmp_path / "ddp"), "--model", "tiny", "--batch-size", "8", "--lr", "1e-3"]
     flags = ["--set", "workers=0", "--set", "precision=fp32", "--set", "warmup_steps=2",
              "--set", "log_every=2", "--set", "save_every=4", "--set", "weight_decay=0"]
-    for steps in (12, 16):  # the second run resumes from step 12
-        proc = subprocess.run([*cmd, "--steps", str(steps), *flags], env=env,
+    for steps in (12, 16):  # the second run resumes from step 12, with more steps
+        more = ["--set", "resume=latest"] if steps == 16 else []
+        proc = subprocess.run([*cmd, "--steps", str(steps), *flags, *more], env=env,
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-2000:]
     records = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").open()]
     assert [r["step"] for r in records] == list(range(2, 17, 2))  # rank 0 only, no repeats
     assert records[5]["loss"] < records[0]["loss"]
-    state = torch.load(tmp_path / "ddp/checkpoints/step_00000016.pt", weights_only=False)
+    state = torch.load(tmp_path / "ddp/checkpoints/step_00000016.pt", weights_only=True)
     assert state["step"] == 16
     # 2 ranks × 8 pairs per step over 2 shards of 16: each rank reads one shard, 2 steps
     # per epoch, so 16 steps end epoch 7

@@ -1,4 +1,11 @@
-"""`spark-submit` of a job against a standalone Spark master + worker on 127.0.0.1."""
+"""`spark-submit` of every `jobs/*.py` against a standalone Spark master + worker on
+127.0.0.1.
+
+The worker's Python has the project's dependencies but not `wit_builder` itself (a bare
+venv that sees the test venv's site-packages through a path file, which Python does not
+scan for the editable install's hook), so the jobs only work because `spark.get_spark`
+ships the package to the executors.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+import sysconfig
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,8 +21,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import REPO
-from tests.test_querylist_job import HAND_PAGES, write_dump
+from tests.builders import HAND_PAGES, REPO, write_dump
 
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.cluster
@@ -35,18 +42,39 @@ def wait_for(predicate, what: str, timeout: float = 90) -> None:
     raise TimeoutError(f"timed out waiting for {what}")
 
 
-def spark_env(tmp: Path) -> dict[str, str]:
-    env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1", PYSPARK_PYTHON=sys.executable,
-               SPARK_LOG_DIR=str(tmp), SPARK_WORKER_DIR=str(tmp / "work"))
-    env.pop("PYSPARK_GATEWAY_PORT", None)
+@pytest.fixture(scope="module")
+def bare_python(tmp_path_factory) -> str:
+    """A Python that imports the dependencies but not `wit_builder`."""
+    root = tmp_path_factory.mktemp("bare-venv")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
+    site = next(root.glob("lib/python*/site-packages"))
+    (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    python = str(root / "bin" / "python")
+    probe = subprocess.run([python, "-c", "import pyarrow, pyspark; import wit_builder"],
+                           capture_output=True, text=True, cwd=root, env=bare_env())
+    assert "No module named 'wit_builder'" in probe.stderr, probe.stderr
+    return python
+
+
+def bare_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "PYSPARK_GATEWAY_PORT", "PYSPARK_PYTHON")}
     return env
 
 
+def spark_env(tmp: Path, worker_python: str) -> dict[str, str]:
+    """The environment of the cluster daemons and of spark-submit: executors run
+    `worker_python`, the driver this venv's Python."""
+    return dict(bare_env(), SPARK_LOCAL_IP="127.0.0.1", PYSPARK_PYTHON=worker_python,
+                PYSPARK_DRIVER_PYTHON=sys.executable, SPARK_LOG_DIR=str(tmp),
+                SPARK_WORKER_DIR=str(tmp / "work"))
+
+
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory) -> Iterator[str]:
+def cluster(tmp_path_factory, bare_python) -> Iterator[str]:
     """Start a master and one 2-core worker; yield the master URL; stop both."""
     tmp = tmp_path_factory.mktemp("cluster")
-    port, env = free_port(), spark_env(tmp)
+    port, env = free_port(), spark_env(tmp, bare_python)
     url = f"spark://127.0.0.1:{port}"
     master_log, worker_log = tmp / "master.log", tmp / "worker.log"
     procs = [subprocess.Popen(
@@ -68,43 +96,54 @@ def cluster(tmp_path_factory) -> Iterator[str]:
             proc.terminate()
             proc.wait(timeout=30)
     log = master_log.read_text()
-    assert "Registering app wit-querylist" in log and "Registering app wit-curate" in log
+    for stage in ("querylist", "extract", "match", "balance", "curate"):
+        assert f"Registering app wit-{stage}" in log, stage
 
 
-def test_spark_submit_query_list_on_standalone_cluster(cluster, tmp_path):
+def submit(cluster: str, python: str, job: str, *args: str, tmp: Path) -> None:
+    """spark-submit `jobs/<job>.py` with `args` to the cluster; it must succeed."""
+    cmd = [BIN / "spark-submit", "--master", cluster, "--conf", "spark.ui.enabled=false",
+           str(REPO / "jobs" / f"{job}.py"), *args]
+    proc = subprocess.run(cmd, env=spark_env(tmp, python), capture_output=True, text=True,
+                          timeout=300, cwd=tmp)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_spark_submit_query_list_on_standalone_cluster(cluster, bare_python, tmp_path):
     dump = write_dump(tmp_path / "hand.xml.bz2", HAND_PAGES)
     out = tmp_path / "out"
-    cmd = [BIN / "spark-submit", "--master", cluster, "--conf", "spark.ui.enabled=false",
-           str(REPO / "jobs" / "build_query_list.py"), "--wiki-dump", str(dump),
-           "--out", str(out), "--wordnet", "none", "--min-count", "1000",
-           "--set", "min_bigram_count=2", "--set", "min_pmi=2"]
-    proc = subprocess.run(cmd, env=spark_env(tmp_path), capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    submit(cluster, bare_python, "querylist", "--wiki-dump", str(dump), "--out", str(out),
+           "--wordnet", "none", "--min-count", "1000", "--set", "min_bigram_count=2",
+           "--set", "min_pmi=2", tmp=tmp_path)
     rows = pq.read_table(out / "entries.parquet").to_pylist()
     assert [r["entry"] for r in rows if r["source"] == "bigram"] == ["red fox"]
     assert (out / "_SUCCESS").is_file()
 
 
-def test_spark_submit_curate_on_standalone_cluster(cluster, spark, tmp_path):
+def test_spark_submit_curation_jobs_on_standalone_cluster(cluster, bare_python, spark,
+                                                          tmp_path):
     """The whole curation via spark-submit, with a user LID model shipped to the workers,
-    gives the same pairs as a local run."""
+    gives the same pairs as a local run; so do extract → match → balance submitted one
+    after the other."""
     from tests import warcs
-    from wit_builder.curate.curate_job import CurateConfig, run
+    from wit_builder.curate.configs import CurateConfig
+    from wit_builder.curate.curate_job import run
     from wit_builder.curate.lid import default_model_path
+    from wit_builder.curate.pairs import PAIRS_FILE
 
     model = tmp_path / "my-lid.ftz"
     model.write_bytes(Path(default_model_path()).read_bytes())
-    entries = REPO / "query_lists" / "enwiki-fixture"
-    args = ["--warc", str(warcs.WARC_DIR / "*"), "--entries", str(entries),
-            "--lid-model", str(model), "--t", "2"]
-    cmd = [BIN / "spark-submit", "--master", cluster, "--conf", "spark.ui.enabled=false",
-           str(REPO / "jobs" / "curate.py"), *args, "--out", str(tmp_path / "cluster")]
-    proc = subprocess.run(cmd, env=spark_env(tmp_path), capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    entries = str(REPO / "query_lists" / "enwiki-fixture")
+    warc = ["--warc", str(warcs.WARC_DIR / "*"), "--lid-model", str(model)]
+    jobs = [("curate", *warc, "--entries", entries, "--t", "2"),
+            ("extract", *warc),
+            ("match", "--pairs", str(tmp_path / "extract"), "--entries", entries),
+            ("balance", "--pairs", str(tmp_path / "match"), "--entries", entries, "--t", "2")]
+    for job, *args in jobs:
+        submit(cluster, bare_python, job, *args, "--out", str(tmp_path / job), tmp=tmp_path)
     local = run(CurateConfig(warc=[str(warcs.WARC_DIR / "*")], entries=entries,
                              lid_model=str(model), t=2, out=tmp_path / "local"), spark)
-    on_cluster = pq.read_table(tmp_path / "cluster" / "pairs.parquet").sort_by("uid")
-    assert on_cluster.num_rows > 0
-    assert on_cluster.equals(pq.read_table(local.out_dir / "pairs.parquet").sort_by("uid"))
+    expected = pq.read_table(local.out_dir / PAIRS_FILE).sort_by("uid")
+    assert expected.num_rows > 0
+    for job in ("curate", "balance"):
+        assert pq.read_table(tmp_path / job / PAIRS_FILE).sort_by("uid").equals(expected)

@@ -4,7 +4,7 @@ import pytest
 
 from wit_builder.config import config_hash, load_config
 from wit_builder.errors import ConfigError
-from wit_builder.querylist.job import QueryListConfig
+from wit_builder.querylist.configs import QueryListConfig
 
 
 def test_layers_precedence(tmp_path):

@@ -18,17 +18,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests import warcs
-from tests.conftest import FIXTURES, REPO
-from wit_builder.curate import match_job
-from wit_builder.curate.balance_job import BalanceConfig
+from tests.builders import FIXTURES, REPO
+from wit_builder.curate import match_job, matching
 from wit_builder.curate.balance_job import run as run_balance
-from wit_builder.curate.curate_job import CurateConfig
+from wit_builder.curate.configs import BalanceConfig, CurateConfig, ExtractConfig, MatchConfig
 from wit_builder.curate.curate_job import run as run_curate
-from wit_builder.curate.extract_job import ExtractConfig
 from wit_builder.curate.extract_job import run as run_extract
 from wit_builder.curate.hygiene import pair_uid
-from wit_builder.curate.match_job import MatchConfig
-from wit_builder.curate.matching import normalize_text
+from wit_builder.curate.matching import match_df, normalize_text
 from wit_builder.errors import InputError
 
 ALT_TEXTS = FIXTURES / "alt_text" / "laion-alt-text-1000.parquet"
@@ -168,20 +165,35 @@ def test_match_job_equals_naive_reference(matched, alt_pairs, entries_txt):
     assert accounted(stats) and stats["drops"]["no_match"] == len(source) - len(got)
 
 
-def test_automaton_built_once_per_process():
-    before = match_job.BUILDS["count"]
-    batch = pa.RecordBatch.from_pydict({"text": ["a red car", "nothing"]})
-    for _ in range(3):
-        out = list(match_job.match_partition(iter([batch]), _Value(["car", "red"]), "k1"))
-    assert match_job.BUILDS["count"] == before + 1
-    assert out[0].column("entry_ids").to_pylist() == [[0, 1]]
+def worker_automata(df) -> dict[int, tuple[str, int]]:
+    """{SQL Python worker pid: (cached list keys, build times)}: the probe runs where
+    ``mapInArrow`` tasks run (Spark keeps those workers apart from RDD workers)."""
+
+    def cache_rows(batches):  # nested: pickled by value, the workers lack tests/
+        for _ in batches:
+            cache = matching.cached_automata()
+            yield pa.RecordBatch.from_pydict({"pid": [os.getpid()], "key": [",".join(cache)],
+                                              "obj": [sum(cache.values())]})
+
+    rows = df.mapInArrow(cache_rows, "pid long, key string, obj long").collect()
+    return {r.pid: (r.key, r.obj) for r in rows}
 
 
-class _Value:
-    """Stands in for a Broadcast: only `.value` is used."""
-
-    def __init__(self, value):
-        self.value = value
+def test_automaton_built_once_per_worker_and_reused_across_jobs(spark):
+    texts = spark.createDataFrame([(f"a red car {i}",) for i in range(64)], "text string")
+    texts = texts.repartition(8)
+    entries = ["car", "red"]
+    first = match_df(texts, entries).collect()
+    key = matching.list_key(entries)
+    before = {pid: c for pid, c in worker_automata(texts).items() if c[0] == key}
+    second = match_df(texts, entries).collect()
+    after = {pid: c for pid, c in worker_automata(texts).items() if c[0] == key}
+    assert before, "no worker holds the automaton after a match job"
+    assert set(before) & set(after), "no worker ran both jobs"
+    assert {pid: after[pid] for pid in before if pid in after} == \
+        {pid: before[pid] for pid in before if pid in after}  # same build time: not rebuilt
+    assert sorted(r.entry_ids for r in first) == sorted(r.entry_ids for r in second)
+    assert all(r.entry_ids == [0, 1] for r in first)
 
 
 @pytest.fixture(scope="module")

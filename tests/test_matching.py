@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import FIXTURES, REPO
+from tests.builders import FIXTURES, REPO
 from wit_builder.curate.matching import build_automaton, match_ids, normalize_text
 
 ENTRIES = ["dog", "dog's", "hot dog", "St. Louis", "St", "Louis", "Apple", "New York",

@@ -11,10 +11,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import WORDNET, page_xml, read_bz2_text, write_dump
+from tests.builders import HAND_PAGES, WORDNET, read_bz2_text, write_dump
 from wit_builder.errors import InputError, OutputExistsError
 from wit_builder.inputs import fingerprint
-from wit_builder.querylist import job
+from wit_builder.querylist import querylist_job as job
 from wit_builder.querylist.wikitext import Page, parse_page, plain_text
 
 FIXTURE_THRESHOLDS = dict(min_count=20, min_pmi=12.0, min_bigram_count=5)
@@ -101,15 +101,6 @@ def test_truncated_bz2_names_the_file(spark, wiki_dump, tmp_path):
 
 # --- a hand-checked dump ------------------------------------------------------------------
 
-HAND_PAGES = [
-    page_xml("Red fox", "red fox jumps. red fox runs."),
-    page_xml("Blue whale", "blue whale swims {{Infobox|ignored words here}}"),
-    page_xml("Café", "[[Category:Food]]"),                       # no prose: empty_text
-    page_xml("C++", "{{Lowercase title}}"),                      # no prose: empty_text
-    page_xml("Vulpes", "", redirect="Red fox"),                  # redirect
-    page_xml("Wikipedia:About", "project page words", ns=4),     # other namespace
-    "  <page><title>Bad</title><ns>0</ns><text>a &bogus; b</text></page>\n",  # malformed
-]
 # Articles "Red fox" and "Blue whale": tokens red fox jumps | red fox runs | blue whale swims
 # N = 9; n(red) = n(fox) = 2, n(red fox) = 2 → PMI log2(2*9/(2*2)) = log2 4.5 ≈ 2.17;
 # n(fox jumps) = n(fox runs) = 1 → log2(1*9/(2*1)) = log2 4.5; blue whale, whale swims →

@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from tests.conftest import page_xml, read_bz2_text
+from tests.builders import page_xml, read_bz2_text
 from wit_builder.querylist.wikitext import Page, parse_page, plain_text, remove_blocks
 
 

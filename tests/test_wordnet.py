@@ -1,6 +1,6 @@
 import pytest
 
-from tests.conftest import WORDNET
+from tests.builders import WORDNET
 from wit_builder.errors import InputError
 from wit_builder.querylist.wordnet import synset_name, synset_names
 from wit_builder.stats import StageStats

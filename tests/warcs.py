@@ -15,7 +15,7 @@ from pathlib import Path
 from fastwarc import ArchiveIterator, WarcRecordType
 from selectolax.lexbor import LexborHTMLParser
 
-from tests.conftest import FIXTURES
+from tests.builders import FIXTURES
 
 WARC_DIR = FIXTURES / "warc"
 CC_EXCERPT = WARC_DIR / "cc-main-2020-34-excerpt.warc.gz"

@@ -1,20 +1,30 @@
-"""`wit`: one subcommand per pipeline stage.
+"""`wit`: one subcommand per pipeline stage, generated from the stages' config classes.
 
-Every stage command takes `--config FILE.yaml`, repeated `--set key=value`, `--master URL`
-and `--overwrite`; its own flags mirror the fields of the stage's config class (see
+A stage command's options are its config class's fields (`stage_command`): the option
+name is the field name with dashes, the help is the field's description, and the shown
+default is the field's default, so none of them is written twice. Every stage command
+also takes `--config FILE.yaml` (a section per stage) and repeated `--set key=value` (see
 `wit_builder.config` for precedence). Errors in input, config or existing outputs print
-one line and exit with status 2.
+one line and exit with status 2; Ctrl-C prints one line and exits with 130.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
+import inspect
 import logging
+import sys
+import types
+import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import typer
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
 from rich.console import Console
 from rich.logging import RichHandler
 
@@ -30,35 +40,46 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
-
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML config file")]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override: key=value")]
-MasterOpt = Annotated[str | None, typer.Option("--master", help="Spark master URL")]
-OverwriteOpt = Annotated[bool | None, typer.Option(
-    "--overwrite/--no-overwrite", help="replace an output built with another config")]
-OutOpt = Annotated[Path | None, typer.Option("--out", help="output directory")]
+# Options every stage command has besides its config fields.
+COMMON = ("config", "set_")
+RUN_PANEL = "Run options"
+RUN_FIELDS = ("out", "overwrite", "master")
 
 
 def handle_errors(func: F) -> F:
-    """Print `WitError`s as one line and exit 2, instead of a traceback."""
+    """Print user errors as one line (exit 2), Ctrl-C as one line (exit 130), and
+    operating-system errors (a read-only directory, a full disk) as one line (exit 1)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
         except WitError as e:
-            console.print(f"[bold red]error:[/] {e}", highlight=False)
-            raise typer.Exit(2) from None
+            fail(str(e), 2)
+        except KeyboardInterrupt:
+            fail("interrupted; finished outputs are kept and a rerun resumes", 130)
+        except OSError as e:
+            where = f": {e.filename}" if getattr(e, "filename", None) else ""
+            fail(f"{e.strerror or e}{where}", 1)
 
     return wrapper  # type: ignore[return-value]
 
 
+def fail(message: str, code: int) -> None:
+    """Print `message` as the one error line and exit with `code`."""
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
 def report(result: StageResult) -> None:
-    """One summary line for a finished or skipped stage."""
+    """One summary line for a finished or skipped stage, with where its output is."""
     stats = result.marker.get("stats", {})
     verb = "done" if result.status == "ran" else "already complete (skipped)"
     console.print(f"[green]{result.marker.get('stage')}[/] {verb}: {result.out_dir} "
                   f"(rows in {stats.get('rows_in', 0):,}, out {stats.get('rows_out', 0):,})")
+    if result.status == "skipped":
+        for line in stats.get("notices", []):
+            console.print(f"[yellow]note:[/] {line}", highlight=False)
 
 
 @app.callback()
@@ -75,182 +96,154 @@ def main(
     logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
-@app.command()
-@handle_errors
-def querylist(
-    wiki_dump: Annotated[list[str] | None, typer.Option(
-        "--wiki-dump", help="pages-articles XML dump (.bz2 or plain; path or glob)")] = None,
-    pageviews: Annotated[list[str] | None, typer.Option(
-        "--pageviews", help="hourly pageview files (glob)")] = None,
-    wordnet: Annotated[str | None, typer.Option(
-        "--wordnet", help="WordNet 3.0 dict dir, or 'none'")] = None,
-    out: OutOpt = None,
-    min_count: Annotated[int | None, typer.Option(help="unigram min count [100]")] = None,
-    min_pmi: Annotated[float | None, typer.Option(help="bigram min PMI, log2 [30]")] = None,
-    min_bigram_count: Annotated[int | None, typer.Option(help="bigram min count [3]")] = None,
-    min_views: Annotated[int | None, typer.Option(help="title min summed views [70]")] = None,
-    min_hourly_views: Annotated[int | None, typer.Option(
-        help="hourly pageview row floor [50]")] = None,
-    max_entries: Annotated[int | None, typer.Option(help="list size cap [500000]")] = None,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    master: MasterOpt = None,
-    overwrite: OverwriteOpt = None,
-) -> None:
-    """Derive the query list from a Wikipedia dump, WordNet and pageviews."""
-    from wit_builder.querylist import job
+# ---- options from config fields -------------------------------------------------------
 
-    flags = dict(wiki_dump=wiki_dump or None, pageviews=pageviews or None, wordnet=wordnet,
-                 out=out, min_count=min_count, min_pmi=min_pmi,
-                 min_bigram_count=min_bigram_count, min_views=min_views,
-                 min_hourly_views=min_hourly_views, max_entries=max_entries,
-                 master=master, overwrite=overwrite)
-    cfg = load_config(job.QueryListConfig, job.STAGE, config, flags, set_)
-    report(job.run(cfg))
+def _strip_optional(tp: Any) -> Any:
+    """`X | None` → X; other types unchanged."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
 
 
-
-WarcOpt = Annotated[list[str] | None, typer.Option(
-    "--warc", help="WARC/WAT files (path, glob or URI; repeatable)")]
-ManifestOpt = Annotated[str | None, typer.Option(
-    "--manifest", help="file listing one WARC/WAT path or URI a line (.gz ok)")]
-LidOpt = Annotated[str | None, typer.Option(
-    "--lid-model", help="fastText LID model (default: bundled lid.176.ftz)")]
-LangOpt = Annotated[str | None, typer.Option(
-    "--lang", help="language to keep, 'none' = all (default: en)")]
-ScoreOpt = Annotated[float | None, typer.Option(help="min language probability [0.5]")]
-EntriesOpt = Annotated[Path | None, typer.Option(
-    "--entries", help="query list: querylist output dir, entries.parquet or .txt")]
-PairsOpt = Annotated[Path | None, typer.Option("--pairs", help="previous stage's output dir")]
-TOpt = Annotated[int | None, typer.Option("--t", help="max pairs per entry [20000]")]
-TailOpt = Annotated[float | None, typer.Option(
-    help="choose t so entries with ≤ t matches hold this share of matches")]
-SeedOpt = Annotated[int | None, typer.Option(help="seed of the sampling hash [0]")]
+def option_type(annotation: Any) -> Any | None:
+    """The click-side type of a config field, or None for fields only `--set` can set
+    (mappings). Literals become strings: pydantic checks the choice and names the key."""
+    tp = _strip_optional(annotation)
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return str
+    if origin is list:
+        (item,) = typing.get_args(tp) or (str,)
+        return list[item if item in (int, float, Path) else str]
+    if origin is not None or tp not in (str, int, float, bool, Path):
+        return None
+    return tp
 
 
-def _extract_flags(warc: list[str] | None, manifest: str | None, lid_model: str | None,
-                   lang: str | None, min_lang_score: float | None) -> dict[str, Any]:
-    return dict(warc=warc or None, manifest=manifest, lid_model=lid_model, lang=lang,
-                min_lang_score=min_lang_score)
+def _default_text(field: FieldInfo) -> str:
+    if field.default is PydanticUndefined:
+        return "required" if field.default_factory is None else ""
+    if field.default is None:
+        return ""
+    value = field.default
+    return f"default: {', '.join(map(str, value)) if isinstance(value, list) else value}"
 
 
-@app.command()
-@handle_errors
-def extract(
-    warc: WarcOpt = None, manifest: ManifestOpt = None, out: OutOpt = None,
-    lid_model: LidOpt = None, lang: LangOpt = None, min_lang_score: ScoreOpt = None,
-    config: ConfigOpt = None, set_: SetOpt = None, master: MasterOpt = None,
-    overwrite: OverwriteOpt = None,
-) -> None:
-    """Extract English (image URL, alt-text) pairs from WARC/WAT files."""
-    from wit_builder.curate import extract_job as job
-
-    flags = dict(_extract_flags(warc, manifest, lid_model, lang, min_lang_score),
-                 out=out, master=master, overwrite=overwrite)
-    report(job.run(load_config(job.ExtractConfig, job.STAGE, config, flags, set_)))
+def option_help(field: FieldInfo, annotation: Any) -> str:
+    """The field's description, its choices (Literal fields) and its default."""
+    parts = [field.description or ""]
+    tp = _strip_optional(annotation)
+    if typing.get_origin(tp) is list:
+        tp = typing.get_args(tp)[0]
+        parts.append("repeatable")
+    if typing.get_origin(tp) is Literal:
+        parts.append("one of " + ", ".join(map(str, typing.get_args(tp))))
+    parts.append(_default_text(field))
+    return "; ".join(p for p in parts if p)
 
 
-@app.command()
-@handle_errors
-def match(
-    pairs: PairsOpt = None, entries: EntriesOpt = None, out: OutOpt = None,
-    config: ConfigOpt = None, set_: SetOpt = None, master: MasterOpt = None,
-    overwrite: OverwriteOpt = None,
-) -> None:
-    """Keep the pairs whose text contains a query entry (MetaCLIP rule)."""
-    from wit_builder.curate import match_job as job
-
-    flags = dict(pairs=pairs, entries=entries, out=out, master=master, overwrite=overwrite)
-    report(job.run(load_config(job.MatchConfig, job.STAGE, config, flags, set_)))
-
-
-@app.command()
-@handle_errors
-def balance(
-    pairs: PairsOpt = None, entries: EntriesOpt = None, out: OutOpt = None,
-    t: TOpt = None, tail_fraction: TailOpt = None, seed: SeedOpt = None,
-    config: ConfigOpt = None, set_: SetOpt = None, master: MasterOpt = None,
-    overwrite: OverwriteOpt = None,
-) -> None:
-    """Sub-sample matched pairs to at most ~t per entry (MetaCLIP balancing)."""
-    from wit_builder.curate import balance_job as job
-
-    flags = dict(pairs=pairs, entries=entries, out=out, t=t, tail_fraction=tail_fraction,
-                 seed=seed, master=master, overwrite=overwrite)
-    report(job.run(load_config(job.BalanceConfig, job.STAGE, config, flags, set_)))
+def field_parameter(name: str, field: FieldInfo) -> inspect.Parameter | None:
+    """The typer option of one config field (None if it is set through `--set` only)."""
+    tp = option_type(field.annotation)
+    if tp is None:
+        return None
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    flag = str(extra.get("flag") or "--" + name.replace("_", "-"))
+    decls = [f"{flag}/--no-{flag[2:]}"] if tp is bool else [flag]
+    option = typer.Option(None, *decls, help=option_help(field, field.annotation),
+                          show_default=False,
+                          rich_help_panel=RUN_PANEL if name in RUN_FIELDS else None)
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option,
+                             annotation=tp | None)
 
 
-@app.command()
-@handle_errors
-def curate(
-    warc: WarcOpt = None, manifest: ManifestOpt = None, entries: EntriesOpt = None,
-    out: OutOpt = None, lid_model: LidOpt = None, lang: LangOpt = None,
-    min_lang_score: ScoreOpt = None, t: TOpt = None, tail_fraction: TailOpt = None,
-    seed: SeedOpt = None, config: ConfigOpt = None, set_: SetOpt = None,
-    master: MasterOpt = None, overwrite: OverwriteOpt = None,
-) -> None:
-    """Extract → match → balance in one Spark job."""
-    from wit_builder.curate import curate_job as job
-
-    flags = dict(_extract_flags(warc, manifest, lid_model, lang, min_lang_score),
-                 entries=entries, out=out, t=t, tail_fraction=tail_fraction, seed=seed,
-                 master=master, overwrite=overwrite)
-    report(job.run(load_config(job.CurateConfig, job.STAGE, config, flags, set_)))
+def common_parameters() -> list[inspect.Parameter]:
+    """`--config` and `--set`, which every stage command has."""
+    kw = inspect.Parameter.KEYWORD_ONLY
+    return [
+        inspect.Parameter("config", kw, annotation=Path | None, default=typer.Option(
+            None, "--config", help="YAML config file (one section per stage)",
+            rich_help_panel=RUN_PANEL)),
+        inspect.Parameter("set_", kw, annotation=list[str] | None, default=typer.Option(
+            None, "--set", help="override any config key: key=value (repeatable)",
+            rich_help_panel=RUN_PANEL)),
+    ]
 
 
-@app.command()
-@handle_errors
-def train(
-    shards: Annotated[str | None, typer.Option(
-        "--shards", help="webdataset shards: 'dir/{00000..00099}.tar', glob, a::b")] = None,
-    out: OutOpt = None,
-    model: Annotated[str | None, typer.Option(help="ViT-B-32, ViT-B-16, ViT-S-32, tiny")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="pairs per rank per micro-batch")] = None,
-    steps: Annotated[int | None, typer.Option(help="optimizer steps")] = None,
-    lr: Annotated[float | None, typer.Option(help="peak learning rate")] = None,
-    resume: Annotated[str | None, typer.Option(
-        help="'latest' (default), a checkpoint, or 'none'")] = None,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-) -> None:
-    """Train CLIP on webdataset shards (run under torchrun for several processes/GPUs)."""
-    from wit_builder.clip.train import TrainConfig
-    from wit_builder.clip.train import train as run_training
+def stage_command(name: str, config_cls: type[BaseModel], help_text: str,
+                  run: Callable[[Any], None]) -> None:
+    """Register `wit <name>`: options from `config_cls`'s fields, then `run(config)`."""
+    params = [p for n, f in config_cls.model_fields.items()
+              if (p := field_parameter(n, f)) is not None]
+    params += common_parameters()
 
-    flags = dict(shards=shards, out=out, model=model, batch_size=batch_size, steps=steps,
-                 lr=lr, resume=None if resume == "none" else resume)
-    cfg = load_config(TrainConfig, "train", config, flags, set_)
-    if resume == "none":
-        cfg = cfg.model_copy(update={"resume": None})
-    console.print(f"[green]train[/] finished: {run_training(cfg)}")
+    def command(**kwargs: Any) -> None:
+        sets, config_file = kwargs.pop("set_"), kwargs.pop("config")
+        run(load_config(config_cls, name, config_file, kwargs, sets))
+
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__doc__ = help_text
+    command.__name__ = name
+    app.command(name, help=help_text)(handle_errors(command))
 
 
-@app.command("eval")
-@handle_errors
-def evaluate(
-    checkpoint: Annotated[Path | None, typer.Option(
-        help="a `wit train` checkpoint (or an open_clip state dict)")] = None,
-    out: OutOpt = None,
-    dataset: Annotated[list[str] | None, typer.Option(
-        "--dataset", help="digits, cifar10:DIR, cifar100:DIR, imagefolder:DIR (repeatable)")
-    ] = None,
-    retrieval_shards: Annotated[str | None, typer.Option(
-        help="webdataset image-caption shards for retrieval R@k")] = None,
-    model: Annotated[str | None, typer.Option(help="model config (default: checkpoint's)")
-                     ] = None,
-    templates: Annotated[Path | None, typer.Option(
-        help="prompt templates file, one '{}' template per line")] = None,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-) -> None:
-    """Zero-shot classification, linear probe and retrieval for a CLIP checkpoint."""
-    from wit_builder.clip.evaluate import EvalConfig, run_eval
+# ---- the stages -----------------------------------------------------------------------
 
-    flags = dict(checkpoint=checkpoint, out=out, datasets=dataset or None,
-                 retrieval_shards=retrieval_shards, model=model, templates=templates)
-    cfg = load_config(EvalConfig, "eval", config, flags, set_)
-    print_eval(run_eval(cfg))
-    console.print(f"[green]eval[/] written: {cfg.out / 'eval.json'}")
+# name → (job module, help). Each job module has CONFIG and run(cfg) -> StageResult.
+SPARK_STAGES = {
+    "querylist": ("wit_builder.querylist.querylist_job",
+                  "Derive the query list from a Wikipedia dump, WordNet and pageviews."),
+    "extract": ("wit_builder.curate.extract_job",
+                "Extract English (image URL, alt-text) pairs from WARC/WAT files."),
+    "match": ("wit_builder.curate.match_job",
+              "Keep the pairs whose text contains a query entry (MetaCLIP rule)."),
+    "balance": ("wit_builder.curate.balance_job",
+                "Sub-sample matched pairs to at most ~t per entry (MetaCLIP balancing)."),
+    "curate": ("wit_builder.curate.curate_job", "Extract → match → balance in one Spark job."),
+}
+
+
+def _job_runner(module: str) -> Callable[[Any], None]:
+    def run(cfg: Any) -> None:
+        report(importlib.import_module(module).run(cfg))
+    return run
+
+
+def _register_spark_stages() -> None:
+    # Config classes are imported eagerly (cheap: pydantic only); the job modules, which
+    # import Spark and pyarrow machinery, only when a command runs.
+    configs = {"querylist": ("wit_builder.querylist.configs", "QueryListConfig")}
+    for name, (module, help_text) in SPARK_STAGES.items():
+        mod, cls = configs.get(name, ("wit_builder.curate.configs",
+                                      f"{name.capitalize()}Config"))
+        config_cls = getattr(importlib.import_module(mod), cls)
+        stage_command(name, config_cls, help_text, _job_runner(module))
+
+
+def _run_train(cfg: Any) -> None:
+    from wit_builder.clip import train_job
+
+    console.print(f"[green]train[/] finished: {train_job.run(cfg)}")
+
+
+def _run_eval(cfg: Any) -> None:
+    from wit_builder.clip import eval_job
+
+    result = eval_job.run(cfg)
+    print_eval(eval_job.read_results(result.out_dir))
+    report(result)
+
+
+def _register_torch_stages() -> None:
+    from wit_builder.clip.configs import EvalConfig, TrainConfig
+
+    stage_command("train", TrainConfig, "Train CLIP on webdataset shards (run under "
+                  "torchrun for several processes/GPUs).", _run_train)
+    stage_command("eval", EvalConfig, "Zero-shot classification, linear probe and "
+                  "retrieval for a CLIP checkpoint.", _run_eval)
 
 
 def print_eval(results: dict) -> None:
@@ -280,10 +273,20 @@ def show(
     out_dir: Annotated[Path, typer.Argument(help="a stage output directory")],
     rows: Annotated[int, typer.Option(help="preview rows per group")] = 5,
 ) -> None:
-    """Summarize a finished stage output (stats, drops, preview)."""
+    """Summarize a finished stage output (stats, drops, notices, preview)."""
     from wit_builder.show import show as show_output
 
     show_output(out_dir, rows)
+
+
+_register_spark_stages()
+_register_torch_stages()
+
+
+def run_job(stage: str) -> None:
+    """Entry point of `jobs/<stage>.py` under spark-submit: `wit <stage>` with the
+    script's arguments (the master comes from spark-submit)."""
+    app([stage, *sys.argv[1:]], prog_name=f"{stage}.py")
 
 
 if __name__ == "__main__":

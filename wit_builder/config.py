@@ -18,24 +18,27 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from wit_builder.errors import ConfigError
 
+# Every stage's name: its command, its config section, its `stage` string in `_SUCCESS`,
+# `jobs/<stage>.py` and `<package>/<stage>_job.py` (see docs/architecture.md).
+STAGES = ("querylist", "extract", "match", "balance", "curate", "download", "shards",
+          "overlap", "train", "eval")
+
 
 class StageConfig(BaseModel):
-    """Fields every stage has. Subclasses add the stage's own parameters."""
+    """Fields every stage has: where it writes and whether it may replace another run.
+
+    Subclasses add the stage's own parameters; each field's type, default and
+    `description` also make the stage's command-line options (`cli.stage_command`).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # Fields that change how a run executes but not what it writes: left out of the hash,
     # so moving a job from local mode to a cluster does not invalidate finished outputs.
-    RUNTIME_FIELDS: ClassVar[frozenset[str]] = frozenset(
-        {"out", "overwrite", "master", "spark_conf"}
-    )
+    RUNTIME_FIELDS: ClassVar[frozenset[str]] = frozenset({"out", "overwrite"})
 
     out: Path = Field(description="output directory (written atomically)")
     overwrite: bool = Field(False, description="replace an output built with another config")
-    master: str | None = Field(
-        "local[*]", description="Spark master URL; None = take it from spark-submit"
-    )
-    spark_conf: dict[str, str] = Field(default_factory=dict, description="extra Spark settings")
 
     def hashed_fields(self) -> dict[str, Any]:
         """The parameters that determine the output, JSON-ready."""
@@ -43,7 +46,18 @@ class StageConfig(BaseModel):
         return {k: v for k, v in data.items() if k not in self.RUNTIME_FIELDS}
 
 
-C = TypeVar("C", bound=StageConfig)
+class SparkStageConfig(StageConfig):
+    """A stage that runs as a Spark job: adds the master and extra Spark settings."""
+
+    RUNTIME_FIELDS: ClassVar[frozenset[str]] = StageConfig.RUNTIME_FIELDS | {
+        "master", "spark_conf"}
+
+    master: str | None = Field(
+        "local[*]", description="Spark master URL (spark-submit's own master always wins)")
+    spark_conf: dict[str, str] = Field(default_factory=dict, description="extra Spark settings")
+
+
+C = TypeVar("C", bound=BaseModel)
 
 
 def parse_set(items: list[str]) -> dict[str, Any]:
@@ -58,7 +72,10 @@ def parse_set(items: list[str]) -> dict[str, Any]:
 
 
 def read_yaml_section(path: Path, stage: str) -> dict[str, Any]:
-    """Read `path` and return its `stage:` section (or the whole mapping if it has none)."""
+    """Read `path` and return its `stage:` section.
+
+    A file without any stage section is read as the stage's own section.
+    """
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError as e:
@@ -67,20 +84,23 @@ def read_yaml_section(path: Path, stage: str) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping, got {type(data).__name__}")
-    section = data.get(stage, data)
+    # A file with any stage section configures a pipeline: a stage without a section of
+    # its own takes its defaults, and never reads the other stages' sections.
+    sectioned = any(key in STAGES for key in data)
+    section = data.get(stage, {}) if sectioned else data
     if not isinstance(section, dict):
         raise ConfigError(f"section {stage!r} of {path} must be a mapping")
     return {k.replace("-", "_"): v for k, v in section.items()}
 
 
 def format_validation_error(err: ValidationError) -> str:
-    """One line per bad field: `key: problem (got value)`."""
+    """One line: `invalid configuration: key: problem (got value); key2: ...`."""
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "<config>"
         got = f" (got {e['input']!r})" if e["type"] != "missing" else ""
         lines.append(f"{key}: {e['msg']}{got}")
-    return "invalid configuration:\n  " + "\n  ".join(lines)
+    return "invalid configuration: " + "; ".join(lines)
 
 
 def load_config(

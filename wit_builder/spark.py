@@ -10,19 +10,26 @@ the workers, e.g. with the image in `docker/`).
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import re
+import shutil
 import sys
 import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from wit_builder.errors import InputError
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+    import pyarrow as pa
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import StructType
 
-    from wit_builder.config import StageConfig
+    from wit_builder.config import SparkStageConfig
     from wit_builder.outputs import StageResult
     from wit_builder.stats import StageStats
 
@@ -77,7 +84,10 @@ def get_spark(
 def package_zip() -> Path:
     """Zip the `wit_builder` package (sources only) into a temp file and return its path."""
     pkg_dir = Path(__file__).resolve().parent
-    target = Path(tempfile.mkdtemp(prefix="wit-pyfiles-")) / "wit_builder.zip"
+    folder = tempfile.mkdtemp(prefix="wit-pyfiles-")
+    # Spark serves the file to executors for the session's life: remove it at exit.
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    target = Path(folder) / "wit_builder.zip"
     with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zf:
         for path in sorted(pkg_dir.rglob("*.py")):
             zf.write(path, path.relative_to(pkg_dir.parent))
@@ -91,7 +101,7 @@ def ship_package(spark: SparkSession) -> None:
     log.info("shipped %s to the cluster", path)
 
 
-def spark_error_message(exc: BaseException) -> str:
+def spark_error_message(exc: BaseException | str) -> str:
     """The innermost useful line of a Spark/Py4J error (the JVM trace is very long)."""
     text = str(exc)
     for line in text.splitlines():
@@ -100,7 +110,55 @@ def spark_error_message(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def run_spark_stage(stage: str, version: int, cfg: StageConfig, inputs: list[Any],
+def spark_schema(schema: pa.Schema) -> StructType:
+    """The Spark schema of an Arrow schema: stage schemas are written once, in pyarrow,
+    and Spark's (``mapInArrow`` output types) are derived from them."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    return from_arrow_schema(schema)
+
+
+def schema_plus(df: DataFrame, *fields: pa.Field) -> StructType:
+    """`df`'s schema with `fields` (Arrow) appended: the output of a ``mapInArrow`` that
+    adds columns."""
+    import pyarrow as pa
+    from pyspark.sql.types import StructType
+
+    # A new StructType: `StructType.add` would change `df`'s cached schema in place.
+    added = spark_schema(pa.schema(list(fields))).fields
+    return StructType([*df.schema.fields, *added])
+
+
+_FILE_IN_ERROR = re.compile(r"reading file (\S+?)\.?\s")
+T = TypeVar("T")
+
+
+def run_spark_action(action: Callable[[], T], what: str) -> T:
+    """Run a Spark action, turning unreadable-input failures into one-line `InputError`s.
+
+    Errors that are not about reading a file are re-raised unchanged.
+    """
+    try:
+        return action()
+    except Exception as e:  # Py4J/Spark errors have no common importable base
+        msg = str(e)
+        match = _FILE_IN_ERROR.search(msg)
+        if match is None:
+            raise
+        raise InputError(f"{what}: cannot read {match.group(1)} ({read_error_cause(msg)})"
+                         ) from None
+
+
+def read_error_cause(msg: str) -> str:
+    """A short cause for a Spark file-read failure: truncated, not bz2, or its own line."""
+    if "end of stream" in msg or "EOFException" in msg:
+        return "truncated or corrupt"
+    if "Stream is not BZip2 formatted" in msg or "not in the BZip2 format" in msg:
+        return "not a bz2 file"
+    return spark_error_message(msg)
+
+
+def run_spark_stage(stage: str, version: int, cfg: SparkStageConfig, inputs: list[Any],
                     build: Callable[[Path, SparkSession], StageStats],
                     spark: SparkSession | None = None) -> StageResult:
     """`outputs.run_stage` for a Spark stage: the session (`spark`, or one started from

@@ -20,7 +20,9 @@ class StageStats:
 
     `rows_in`/`rows_out` count the stage's unit of work (pages, records, pairs...);
     `drops` maps a short snake_case reason to the number of units dropped for it;
-    `extra` holds any other figure worth keeping (per-source sizes, timings).
+    `extra` holds any other figure worth keeping (per-source sizes, timings);
+    `notices` are lines a user must see although nothing failed (skipped input files,
+    truncated records): printed with the summary and kept in `stats.json`.
     """
 
     stage: str
@@ -28,6 +30,11 @@ class StageStats:
     rows_out: int = 0
     drops: Counter[str] = field(default_factory=Counter)
     extra: dict[str, Any] = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)
+
+    def notice(self, line: str) -> None:
+        """Add a line for the user to the summary (see class docstring)."""
+        self.notices.append(line)
 
     def drop(self, reason: str, n: int = 1) -> None:
         """Record `n` units dropped for `reason`."""
@@ -41,6 +48,7 @@ class StageStats:
             "rows_in": self.rows_in,
             "rows_out": self.rows_out,
             "drops": dict(sorted(self.drops.items())),
+            **({"notices": self.notices} if self.notices else {}),
             **self.extra,
         }
 
@@ -51,4 +59,7 @@ class StageStats:
         table.add_column("rows", justify="right")
         for reason, n in sorted(self.drops.items()):
             table.add_row(reason, f"{n:,}")
-        (console or Console(stderr=True)).print(table)
+        console = console or Console(stderr=True)
+        console.print(table)
+        for line in self.notices:
+            console.print(f"[yellow]note:[/] {line}", highlight=False)

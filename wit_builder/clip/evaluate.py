@@ -8,22 +8,21 @@ the train split, then refit on all of it — is scored on the test split. With
 ``retrieval_shards`` (webdataset image–caption shards) image→text and text→image R@1/5/10
 are computed. Images that cannot be decoded are skipped and counted per set.
 
-Results go to ``OUT/eval.json`` (written to a temporary name, then renamed).
+`eval_job` runs this as a stage: results go to ``OUT/eval.json`` with the usual
+``stats.json`` and ``_SUCCESS`` marker.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from wit_builder.clip import checkpoint
-from wit_builder.clip.configs import get_config
+from wit_builder.clip.configs import EvalConfig, get_config
 from wit_builder.clip.data import eval_transform, make_pipeline
 from wit_builder.clip.evalsets import EvalSet, ImageSplit, load_eval_set
 from wit_builder.clip.model import CLIP
@@ -35,28 +34,8 @@ from wit_builder.clip.zeroshot import (
     topk_accuracy,
 )
 from wit_builder.errors import ConfigError, InputError
-from wit_builder.outputs import atomic_write
 
 log = logging.getLogger(__name__)
-
-
-class EvalConfig(BaseModel):
-    """Parameters of `wit eval`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    checkpoint: Path = Field(description="a `wit train` checkpoint or an open_clip state dict")
-    out: Path = Field(description="directory for eval.json")
-    model: str | None = Field(None, description="model config; default: the checkpoint's")
-    datasets: list[str] = Field(["digits"], description="digits, cifar10:DIR, cifar100:DIR, "
-                                "imagefolder:DIR")
-    retrieval_shards: str | None = Field(None, description="webdataset image-caption shards")
-    templates: Path | None = Field(None, description="prompt file, one '{}' template a line")
-    linear_probe: bool = True
-    probe_cs: list[float] = Field([0.01, 0.1, 1.0, 10.0, 100.0], min_length=1)
-    batch_size: int = Field(256, ge=1)
-    workers: int = Field(0, ge=0)
-    seed: int = 0
 
 
 def load_model(path: Path, name: str | None, device: torch.device) -> tuple[CLIP, str]:
@@ -65,10 +44,11 @@ def load_model(path: Path, name: str | None, device: torch.device) -> tuple[CLIP
     Accepts `wit train` checkpoints (``state_dict`` + ``config``), open_clip training
     checkpoints (``state_dict``, keys maybe prefixed ``module.``) and bare state dicts.
     """
-    if not path.is_file():
-        raise InputError(f"checkpoint not found: {path}")
     state = checkpoint.load(path)
     weights = state.get("state_dict", state)
+    if not isinstance(weights, dict) or not all(
+            isinstance(v, torch.Tensor) for v in weights.values()):
+        raise InputError(f"{path} holds no model weights (not a state dict of tensors)")
     weights = {k.removeprefix("module."): v for k, v in weights.items()}
     name = name or state.get("config", {}).get("model")
     if name is None:
@@ -198,8 +178,8 @@ def retrieval(model: CLIP, shards: str, cfg: EvalConfig) -> dict:
             **retrieval_recall(image_x, text_x, pairs)}
 
 
-def run_eval(cfg: EvalConfig) -> dict:
-    """Evaluate the checkpoint on every configured set; write and return the results."""
+def evaluate_all(cfg: EvalConfig) -> dict:
+    """Evaluate the checkpoint on every configured set and return the results."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, name = load_model(cfg.checkpoint, cfg.model, device)
     torch.manual_seed(cfg.seed)
@@ -210,7 +190,4 @@ def run_eval(cfg: EvalConfig) -> dict:
         results["datasets"][evalset.name] = evaluate_set(model, evalset, cfg)
     if cfg.retrieval_shards:
         results["retrieval"] = retrieval(model, cfg.retrieval_shards, cfg)
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(results, indent=2) + "\n"
-    atomic_write(cfg.out / "eval.json", lambda tmp: tmp.write_text(text))
     return results

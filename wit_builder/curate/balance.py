@@ -9,19 +9,36 @@ matching any tail entry is always kept, and a head entry keeps about `t` of its 
 
 The uniform draw for a pair is a hash of (uid, seed), not a random generator: the same
 input, `t` and seed select exactly the same pairs on any cluster, in any task order.
+
+In Spark (`balance_into`), pass 1 counts matches per entry (explode + group by; only ≤
+n_entries counts reach the driver); the driver turns them into the per-entry
+probabilities, broadcasts them, and pass 2 keeps or drops each pair in Arrow batches.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import logging
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-KEEP_PROB = pa.field("keep_prob", pa.float64())
+from wit_builder.curate.pairs import KEEP_PROB, PAIRS_FILE, write_pairs
+from wit_builder.errors import InputError
+from wit_builder.spark import schema_plus
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+ENTRY_COUNTS_FILE = "entry_counts.parquet"
+log = logging.getLogger(__name__)
 
 
 def entry_probabilities(counts: np.ndarray, t: int) -> np.ndarray:
@@ -133,3 +150,74 @@ def _hist_plot(series: tuple[tuple[str, np.ndarray], ...], path: Path) -> Path:
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def entry_match_counts(df: DataFrame, n_entries: int) -> np.ndarray:
+    """Matches per entry id (pass 1); `InputError` if an id is not in the entry list."""
+    from pyspark.sql import functions as F
+
+    rows = (df.select(F.explode("entry_ids").alias("entry_id"))
+            .groupBy("entry_id").count().collect())
+    counts = np.zeros(n_entries, dtype=np.int64)
+    for r in rows:
+        if not 0 <= r["entry_id"] < n_entries:
+            raise InputError(f"entry id {r['entry_id']} is not in the {n_entries}-entry list: "
+                             "were the pairs matched against another list?")
+        counts[r["entry_id"]] = r["count"]
+    return counts
+
+
+def balance_df(df: DataFrame, p: np.ndarray, seed: int) -> DataFrame:
+    """Pass 2: the kept rows of `df` with ``keep_prob``."""
+    bc = df.sparkSession.sparkContext.broadcast(p)
+    body = functools.partial(balance_partition, p_of=bc, seed=seed)
+    return df.mapInArrow(body, schema_plus(df, KEEP_PROB))
+
+
+def entry_counts_table(entries: list[str], matches: np.ndarray, kept: np.ndarray) -> pa.Table:
+    """``entry_counts.parquet`` rows: entries with at least one match."""
+    ids = np.flatnonzero(matches)
+    return pa.table({
+        "entry_id": pa.array(ids, pa.int32()),
+        "entry": pa.array([entries[i] for i in ids], pa.string()),
+        "matches": pa.array(matches[ids], pa.int64()),
+        "kept": pa.array(kept[ids], pa.int64()),
+    })
+
+
+@dataclass(frozen=True)
+class Balanced:
+    """What `balance_into` did: the t used and the pair and entry counts."""
+
+    t: int
+    seed: int
+    pairs_in: int
+    pairs_kept: int
+    entries_matched: int
+    head_entries: int
+
+    @property
+    def sampled_out(self) -> int:
+        return self.pairs_in - self.pairs_kept
+
+
+def balance_into(out_dir: Path, matched: DataFrame, entries: list[str], t: int,
+                 tail_fraction: float | None, seed: int) -> Balanced:
+    """Balance `matched` into `out_dir`: pairs, entry counts and plots.
+
+    `t` is used as given unless `tail_fraction` is set (see `t_for_tail_fraction`).
+    """
+    matches = entry_match_counts(matched, len(entries))
+    if tail_fraction is not None:
+        t = t_for_tail_fraction(matches, tail_fraction)
+    kept_rows = write_pairs(balance_df(matched, entry_probabilities(matches, t), seed),
+                            out_dir)
+    written = matched.sparkSession.read.parquet(str(out_dir / PAIRS_FILE))
+    kept = entry_match_counts(written, len(entries))
+    pq.write_table(entry_counts_table(entries, matches, kept), out_dir / ENTRY_COUNTS_FILE)
+    plot_entry_counts(matches, kept, t, out_dir / "plots")
+    result = Balanced(t=t, seed=seed, pairs_in=matched.count(),
+                      pairs_kept=kept_rows, entries_matched=int((matches > 0).sum()),
+                      head_entries=int((matches > t).sum()))
+    log.info("balanced with t=%s: %s of %s pairs kept", t, kept_rows, result.pairs_in)
+    return result

@@ -10,30 +10,45 @@ limits, and the language-ID model says it is in `lang` with probability ≥
 file paths and emits Arrow batches in `SCHEMA`. Rows with a null ``reason`` are pairs; the
 other rows are per-file counters (``reason``, ``n``), so the counts travel with the data
 and no row is lost without a trace (see `counter_kind` for the counter names).
+
+`extracted_pairs` is the Spark side: one task per file group, the counters collected into
+an `ExtractCounts`, then pairs deduplicated on ``uid``; of duplicates, the one with the
+smallest (source_file, page_url, attr) is kept, so the output does not depend on task
+scheduling.
 """
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
+from wit_builder.curate import lid as lid_models
 from wit_builder.curate import records
 from wit_builder.curate.hygiene import Drop, clean_text, page_base, pair_uid, resolve_url
 from wit_builder.curate.lid import LanguageId
+from wit_builder.curate.pairs import PAIR_COLUMNS, PAIR_SCHEMA
+from wit_builder.errors import InputError
+from wit_builder.spark import spark_schema
+from wit_builder.stats import StageStats
 
-PAIR_SCHEMA = pa.schema([
-    ("uid", pa.string()), ("url", pa.string()), ("text", pa.string()),
-    ("attr", pa.string()), ("page_url", pa.string()), ("lang", pa.string()),
-    ("lang_score", pa.float32()), ("source_file", pa.string()),
-])
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
 SCHEMA = pa.schema([*PAIR_SCHEMA, ("reason", pa.string()), ("n", pa.int64())])
-PAIR_COLUMNS = PAIR_SCHEMA.names
 # Counter names that are totals rather than drops.
 TOTALS = ("records", "records_truncated", "html_pages", "wat_pages", "candidates", "pairs")
+# Counters about a whole input file.
+FILE_COUNTERS = ("not_a_warc",)
 BATCH_ROWS = 8192
+# Which duplicate of a uid survives: the smallest of these (then the remaining columns).
+DEDUP_ORDER = ("source_file", "page_url", "attr", "url", "text", "lang", "lang_score")
 
 
 @dataclass(frozen=True)
@@ -50,9 +65,12 @@ class ExtractParams:
 
 
 def counter_kind(name: str) -> str:
-    """"total", "record" (a dropped WARC record) or "pair" (a dropped candidate pair)."""
+    """"total", "file" (an unusable input file), "record" (a dropped WARC record) or
+    "pair" (a dropped candidate pair)."""
     if name in TOTALS:
         return "total"
+    if name in FILE_COUNTERS:
+        return "file"
     return "record" if name.startswith("record_") else "pair"
 
 
@@ -136,3 +154,143 @@ def extract_partition(batches: Iterable[pa.RecordBatch],
     for batch in batches:
         for path in batch.column("path").to_pylist():
             yield from extract_file(path, params)
+
+
+@dataclass
+class ExtractCounts:
+    """The per-file counters of an extraction, summed (see `counter_kind`).
+
+    `candidates` is the stage's rows_in; `pairs` the pairs before deduplication.
+    """
+
+    files: int = 0
+    totals: Counter[str] = field(default_factory=Counter)
+    pair_drops: Counter[str] = field(default_factory=Counter)
+    record_drops: Counter[str] = field(default_factory=Counter)
+    bad_files: dict[str, list[str]] = field(default_factory=dict)
+
+    @classmethod
+    def from_rows(cls, rows: list[tuple[str, str, int]]) -> ExtractCounts:
+        """Sum (source_file, counter, n) rows."""
+        counts = cls(files=len({f for f, _, _ in rows}))
+        kinds = {"total": counts.totals, "pair": counts.pair_drops,
+                 "record": counts.record_drops}
+        for path, name, n in rows:
+            kind = counter_kind(name)
+            if kind == "file":
+                counts.bad_files.setdefault(name, []).append(path)
+            else:
+                kinds[kind][name] += n
+        return counts
+
+    @property
+    def candidates(self) -> int:
+        return self.totals["candidates"]
+
+    @property
+    def pairs(self) -> int:
+        return self.totals["pairs"]
+
+    def add_to(self, stats: StageStats) -> None:
+        """Candidates as rows_in, pair drops as drops, the rest as extra and notices."""
+        stats.rows_in += self.candidates
+        for name, n in self.pair_drops.items():
+            stats.drop(name, n)
+        stats.extra["files"] = self.files
+        stats.extra["records"] = dict(sorted(self.totals.items()))
+        stats.extra["record_drops"] = dict(sorted(self.record_drops.items()))
+        stats.extra["bad_files"] = self.bad_files
+        for name, paths in sorted(self.bad_files.items()):
+            stats.notice(f"{len(paths)} input file(s) skipped as {name}: "
+                         + ", ".join(paths[:3]) + (" …" if len(paths) > 3 else ""))
+        if self.totals["records_truncated"]:
+            stats.notice(f"{self.totals['records_truncated']} record(s) truncated "
+                         "(kept what was readable; see file_counts.parquet)")
+
+    def check_readable(self) -> None:
+        """`InputError` naming the files when no input file held a single record."""
+        if self.totals["records"] == 0:
+            bad = [p for paths in self.bad_files.values() for p in paths]
+            named = f": {', '.join(bad[:5])}" if bad else ""
+            raise InputError(f"no WARC/WAT record in any of the {self.files} input file(s)"
+                             f"{named}")
+
+
+def ship_model(spark: SparkSession, path: str | None) -> str | None:
+    """Send a user LID model to the workers; None keeps the bundled default."""
+    if path is None:
+        return None
+    resolved = lid_models.resolve_model_path(path)
+    spark.sparkContext.addFile(resolved)
+    return lid_models.SPARK_FILE_PREFIX + Path(resolved).name
+
+
+def extract_raw(spark: SparkSession, paths: list[str], params: ExtractParams,
+                files_per_task: int = 1) -> DataFrame:
+    """Pair rows and per-file counter rows (`SCHEMA`), one task per file group."""
+    slices = max(1, -(-len(paths) // files_per_task))
+    rdd = spark.sparkContext.parallelize(paths, slices).map(lambda p: (p,))
+    files = spark.createDataFrame(rdd, "path string")
+    body = functools.partial(extract_partition, params=params)
+    return files.mapInArrow(body, spark_schema(SCHEMA))
+
+
+def dedup_pairs(pairs: DataFrame) -> DataFrame:
+    """One row per uid, chosen by `DEDUP_ORDER` (deterministic)."""
+    from pyspark.sql import functions as F
+
+    best = F.min(F.struct(*DEDUP_ORDER)).alias("best")
+    grouped = pairs.groupBy("uid").agg(best)
+    return grouped.select("uid", *(F.col(f"best.{c}").alias(c) for c in DEDUP_ORDER)) \
+        .select(*PAIR_COLUMNS)
+
+
+def split_raw(raw: DataFrame) -> tuple[DataFrame, list[tuple[str, str, int]]]:
+    """(pair rows, per-file counters as (source_file, counter, n)); runs one action."""
+    from pyspark.sql import functions as F
+
+    counters = raw.filter(F.col("reason").isNotNull()).select("source_file", "reason", "n")
+    rows = sorted((r[0], r[1], r[2]) for r in counters.collect())
+    pairs = raw.filter(F.col("reason").isNull()).select(*PAIR_COLUMNS)
+    return pairs, rows
+
+
+FILE_COUNTS_FILE = "file_counts.parquet"
+
+
+def write_file_counts(path: Path, counters: list[tuple[str, str, int]]) -> None:
+    """``file_counts.parquet``: one row per (file, counter)."""
+    files, names, ns = zip(*counters, strict=True) if counters else ((), (), ())
+    table = pa.table({"source_file": pa.array(files, pa.string()),
+                      "counter": pa.array(names, pa.string()), "n": pa.array(ns, pa.int64())})
+    pq.write_table(table, path)
+
+
+@dataclass
+class Extracted:
+    """What `extracted_pairs` hands to the next step.
+
+    `pairs` are deduplicated (lazy); `raw` is the persisted per-file output to unpersist
+    when the pairs have been consumed.
+    """
+
+    pairs: DataFrame
+    raw: DataFrame
+    counts: ExtractCounts
+
+
+def extracted_pairs(spark: SparkSession, paths: list[str], params: ExtractParams,
+                    files_per_task: int, out_dir: Path) -> Extracted:
+    """Extract `paths` and write ``file_counts.parquet`` into `out_dir`.
+
+    Raises `InputError` when no file held a record (nothing there is a WARC).
+    """
+    from pyspark import StorageLevel
+
+    raw = extract_raw(spark, paths, params, files_per_task)
+    raw = raw.persist(StorageLevel.MEMORY_AND_DISK)  # read each file only once
+    pairs, rows = split_raw(raw)
+    counts = ExtractCounts.from_rows(rows)
+    counts.check_readable()
+    write_file_counts(out_dir / FILE_COUNTS_FILE, rows)
+    return Extracted(dedup_pairs(pairs), raw, counts)

@@ -9,21 +9,42 @@ holds one of the wrapped marks, such as "St. Louis", can never match (the text b
 
 One automaton over all padded entries finds every entry of a text in one pass over it
 (overlapping matches included: " New York " and " York " both match "New York").
+
+In Spark (`match_df`) the entry list (500k strings, a few MB) is broadcast; each executor
+Python worker builds the automaton once (about a second and ~230 MiB for 500k entries)
+and keeps it for every later task and job (`worker_automaton`), since Spark reuses Python
+workers between tasks. Texts are matched in Arrow batches (``mapInArrow``), no per-row UDF.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import itertools
-from collections.abc import Iterable, Sequence
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import ahocorasick
 import numpy as np
+import pyarrow as pa
+
+from wit_builder.curate.pairs import ENTRY_IDS
+from wit_builder.spark import schema_plus
+
+if TYPE_CHECKING:
+    from pyspark.broadcast import Broadcast
+    from pyspark.sql import DataFrame
 
 WRAPPED_PUNCTUATION = ",.;:?!"
 # Joins the texts of a batch (`match_many`); entries holding it are left out of the
 # automaton, so no match can span two texts.
 _SEPARATOR = "\x00"
 _WRAPPED = tuple((p, f" {p} ") for p in WRAPPED_PUNCTUATION)
+# One automaton per Python process, keyed by the content hash of its entry list.
+_AUTOMATON: dict[str, tuple[ahocorasick.Automaton, int]] = {}
+log = logging.getLogger(__name__)
 
 
 def normalize_text(text: str) -> str:
@@ -81,3 +102,53 @@ def match_many(automaton: ahocorasick.Automaton,
     rows, ids = np.divmod(keys, width)
     offsets = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=len(texts)))])
     return offsets.astype(np.int32), ids.astype(np.int32)
+
+
+def list_key(entries: list[str]) -> str:
+    """Content hash of an entry list: workers reuse an automaton across jobs of a session."""
+    digest = hashlib.blake2b(digest_size=16)
+    for entry in entries:
+        digest.update(entry.encode("utf-8", "surrogatepass") + b"\n")
+    return digest.hexdigest()
+
+
+def worker_automaton(key: str, entries: Callable[[], list[str]]) -> ahocorasick.Automaton:
+    """This process's automaton for `key`, built from `entries()` on first use only."""
+    if key not in _AUTOMATON:
+        _AUTOMATON.clear()  # a new list replaces the old one (~230 MiB each)
+        started = time.perf_counter()
+        _AUTOMATON[key] = (build_automaton(entries()), time.time_ns())
+        log.info("built automaton in %.1f s", time.perf_counter() - started)
+    return _AUTOMATON[key][0]
+
+
+def cached_automata() -> dict[str, int]:
+    """{list key: when its automaton was built (ns)} in this process: shows the reuse
+    across tasks and jobs."""
+    return {key: built for key, (_, built) in _AUTOMATON.items()}
+
+
+def match_batch(batch: pa.RecordBatch, automaton: ahocorasick.Automaton) -> pa.RecordBatch:
+    """Rows of `batch` with at least one matching entry, plus their ``entry_ids``."""
+    offsets, ids = match_many(automaton, batch.column("text").to_pylist())
+    lists = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(ids, pa.int32()))
+    keep = pa.array(np.diff(offsets) > 0)
+    return batch.filter(keep).append_column(ENTRY_IDS, lists.filter(keep))
+
+
+def match_partition(batches: Iterable[pa.RecordBatch], entries: Broadcast[list[str]],
+                    key: str) -> Iterator[pa.RecordBatch]:
+    """``mapInArrow`` body: match every batch against the broadcast entry list.
+
+    `key` identifies the list (`list_key`) in the per-worker cache.
+    """
+    automaton = worker_automaton(key, lambda: entries.value)
+    for batch in batches:
+        yield match_batch(batch, automaton)
+
+
+def match_df(df: DataFrame, entries: list[str]) -> DataFrame:
+    """`df` (with a ``text`` column) restricted to matching rows, with ``entry_ids``."""
+    bc = df.sparkSession.sparkContext.broadcast(entries)
+    body = functools.partial(match_partition, entries=bc, key=list_key(entries))
+    return df.mapInArrow(body, schema_plus(df, ENTRY_IDS))

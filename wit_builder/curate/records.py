@@ -15,9 +15,12 @@ fails in the middle of a file (a corrupt gzip member), reading restarts at the f
 record, skips the records already seen, walks the gzip members one by one with zlib,
 counts and skips the corrupt ones and goes on with the rest.
 
+A file that does not start with a WARC record header (``WARC/1.x``, after gunzip when it
+is gzip) is not read at all and counted once as ``not_a_warc``.
+
 Counters (per file) use these keys: ``records`` (records read), ``html_pages``,
-``wat_pages``, ``records_truncated``, and ``record_*`` for records dropped (corrupt gzip,
-undecodable payload, bad WAT JSON).
+``wat_pages``, ``records_truncated``, ``not_a_warc``, and ``record_*`` for records dropped
+(corrupt gzip, undecodable payload, bad WAT JSON).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ RECORD_TYPES = WarcRecordType.response | WarcRecordType.metadata
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 GZIP_MAGIC = b"\x1f\x8b\x08"
 READ_CHUNK = 1 << 20
+WARC_MAGIC = b"WARC/"
 
 
 @dataclass(frozen=True)
@@ -146,8 +150,23 @@ def _count_page(record: WarcRecord, counts: Counter[str]) -> Page | None:
     return page
 
 
+def is_warc(path: str) -> bool:
+    """True if the file (gunzipped first when it is gzip) starts with a WARC header."""
+    with open_input(path) as fh:
+        head = fh.read(READ_CHUNK // 16)
+    if head.startswith(GZIP_MAGIC):
+        try:
+            head = zlib.decompressobj(wbits=31).decompress(head, len(WARC_MAGIC))
+        except zlib.error:
+            return False
+    return head.startswith(WARC_MAGIC)
+
+
 def iter_pages(path: str, counts: Counter[str]) -> Iterator[Page]:
     """Pages of one WARC/WAT file (see module docstring); updates `counts`."""
+    if not is_warc(path):
+        counts["not_a_warc"] += 1
+        return
     try:
         with open_input(path) as fh:
             for record in _iterator(fh):

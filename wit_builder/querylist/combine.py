@@ -9,39 +9,13 @@ If the list is longer than `max_entries`, the weakest entries of the last source
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import pyarrow as pa
-
+from wit_builder.querylist.entries import Entry
 from wit_builder.stats import StageStats
 
 SOURCES = ("wordnet", "unigram", "bigram", "title", "extra")
 EXTRAS = tuple(str(i) for i in range(100))
 # Characters that the matcher turns into spaces: an entry holding one could never match.
 _UNMATCHABLE = ("\t", "\n", "\r")
-
-ENTRY_SCHEMA = pa.schema([
-    ("entry_id", pa.int32()),
-    ("entry", pa.string()),
-    ("source", pa.string()),
-    ("count", pa.int64()),
-    ("score", pa.float64()),
-])
-
-
-@dataclass(frozen=True)
-class Entry:
-    """A candidate entry: text, source, and its count/score where the source has one.
-
-    `count` is the corpus count (unigram, bigram) or summed views (title); `score` is the
-    bigram's PMI.
-    """
-
-    entry: str
-    source: str
-    count: int | None = None
-    score: float | None = None
-
 
 def _valid(entry: str) -> bool:
     return bool(entry) and entry == entry.strip() and not any(c in entry for c in _UNMATCHABLE)
@@ -64,17 +38,6 @@ def combine(sources: list[list[Entry]], max_entries: int, stats: StageStats) -> 
     room = max_entries - len(extras)
     stats.drop("over_max_entries", max(0, len(merged) - room))
     return merged[:room] + extras
-
-
-def to_table(entries: list[Entry]) -> pa.Table:
-    """The `entries.parquet` table: entry_id is the row number."""
-    return pa.table({
-        "entry_id": pa.array(range(len(entries)), pa.int32()),
-        "entry": [e.entry for e in entries],
-        "source": [e.source for e in entries],
-        "count": pa.array([e.count for e in entries], pa.int64()),
-        "score": pa.array([e.score for e in entries], pa.float64()),
-    }, schema=ENTRY_SCHEMA)
 
 
 def source_sizes(entries: list[Entry]) -> dict[str, int]:

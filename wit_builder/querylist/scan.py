@@ -26,7 +26,7 @@ from collections.abc import Iterator
 import pyarrow as pa
 
 from wit_builder.querylist.wikitext import ARTICLE_NAMESPACE, Page, parse_page, plain_text
-from wit_builder.tokenize import count_into
+from wit_builder.querylist.words import count_into
 
 SCHEMA = pa.schema([("kind", pa.string()), ("a", pa.string()), ("b", pa.string()),
                     ("n", pa.int64())])

@@ -15,23 +15,18 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-import pyarrow.parquet as pq
-from pydantic import Field, field_validator
-
-from wit_builder.config import StageConfig
 from wit_builder.errors import InputError
 from wit_builder.inputs import expand_inputs, fingerprint, is_uri
-from wit_builder.outputs import StageResult, run_stage
+from wit_builder.outputs import StageResult
 from wit_builder.querylist import combine, pageviews, scan, wordnet
-from wit_builder.querylist.combine import Entry
-from wit_builder.spark import get_spark, spark_error_message
+from wit_builder.querylist.configs import QueryListConfig
+from wit_builder.querylist.entries import Entry, write_entries
+from wit_builder.spark import run_spark_action, run_spark_stage
 from wit_builder.stats import StageStats
 
 if TYPE_CHECKING:
@@ -40,37 +35,8 @@ if TYPE_CHECKING:
 STAGE = "querylist"
 # Bump when a code change alters what this stage writes for the same inputs and config.
 OUTPUT_VERSION = 1
+CONFIG = QueryListConfig
 log = logging.getLogger(__name__)
-
-
-class QueryListConfig(StageConfig):
-    """Parameters of `wit querylist`; defaults are the MetaCLIP/CLIP paper's."""
-
-    RUNTIME_FIELDS: ClassVar[frozenset[str]] = StageConfig.RUNTIME_FIELDS | {
-        "split_mb", "flush_keys"}
-
-    wiki_dump: list[str] = Field(description="pages-articles XML dump(s): paths or globs")
-    pageviews: list[str] | None = Field(None, description="hourly pageview files (globs)")
-    wordnet: Path | None = Field(Path("/usr/share/wordnet"), description="WordNet dict dir")
-    min_count: int = Field(100, ge=1, description="unigram minimum count")
-    min_pmi: float = Field(30.0, description="bigram minimum PMI (log2)")
-    min_bigram_count: int = Field(3, ge=1, description="bigram minimum count")
-    min_views: int = Field(70, ge=1, description="title minimum summed views")
-    min_hourly_views: int = Field(50, ge=1, description="hourly row floor for views")
-    require_title_in_dump: bool = Field(True, description="titles must be ns-0 dump pages")
-    max_entries: int = Field(500_000, ge=100, description="cap on the list size")
-    split_mb: int = Field(64, ge=1, description="Spark input split size (MiB)")
-    flush_keys: int = Field(500_000, ge=1000, description="keys per worker before a flush")
-
-    @field_validator("wiki_dump", "pageviews", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
-
-    @field_validator("wordnet", mode="before")
-    @classmethod
-    def _none_word(cls, value: Any) -> Any:
-        return None if isinstance(value, str) and value.lower() in ("", "none") else value
 
 
 def read_records(spark: SparkSession, paths: list[str], split_mb: int) -> DataFrame:
@@ -96,25 +62,6 @@ def count_dump(spark: SparkSession, paths: list[str], cfg: QueryListConfig) -> D
                                                                   scan.SPARK_SCHEMA)
     summed = partial.groupBy("kind", "a", "b").agg(F.sum("n").alias("n"))
     return summed.persist(StorageLevel.MEMORY_AND_DISK)
-
-
-_FILE_IN_ERROR = re.compile(r"reading file (\S+?)\.?\s")
-
-
-T = TypeVar("T")
-
-
-def run_spark_action(action: Callable[[], T], what: str) -> T:
-    """Run a Spark action, turning unreadable-input failures into an `InputError`."""
-    try:
-        return action()
-    except Exception as e:  # Py4J/Spark errors have no common importable base
-        msg = str(e)
-        match = _FILE_IN_ERROR.search(msg)
-        if match is None:
-            raise
-        cause = "truncated or corrupt" if "end of stream" in msg else spark_error_message(e)
-        raise InputError(f"{what}: cannot read {match.group(1)} ({cause})") from None
 
 
 def check_dump_files(counts: DataFrame, paths: list[str], stats: StageStats) -> None:
@@ -195,9 +142,8 @@ def select_titles(spark: SparkSession, counts: DataFrame, cfg: QueryListConfig,
 
 
 def write_outputs(tmp: Path, entries: list[Entry], stats: StageStats) -> None:
-    """`entries.parquet` and `entries.txt` (stats/marker are written by `run_stage`)."""
-    pq.write_table(combine.to_table(entries), tmp / "entries.parquet")
-    (tmp / "entries.txt").write_text("".join(f"{e.entry}\n" for e in entries))
+    """The entry list files (`entries`); stats and marker are written by `run_stage`."""
+    write_entries(tmp, entries)
     stats.rows_out = len(entries)
     stats.extra["entries_by_source"] = combine.source_sizes(entries)
     log.info("query list: %s entries %s", len(entries),
@@ -208,7 +154,7 @@ def build(tmp: Path, cfg: QueryListConfig, dump_paths: list[str], pageview_paths
           spark: SparkSession) -> StageStats:
     """Compute every source and write the list into `tmp`."""
     stats = StageStats(STAGE)
-    names = wordnet.synset_names(cfg.wordnet, stats) if cfg.wordnet else []
+    names = wordnet.synset_names(cfg.wordnet, stats, cfg.wordnet_names) if cfg.wordnet else []
     counts = count_dump(spark, dump_paths, cfg)
     run_spark_action(lambda: check_dump_files(counts, dump_paths, stats), "wiki dump")
     total = page_stats(counts, stats)
@@ -234,8 +180,5 @@ def run(cfg: QueryListConfig, spark: SparkSession | None = None) -> StageResult:
         data_dir = wordnet.find_data_dir(cfg.wordnet)
         inputs.append(fingerprint([str(data_dir / n) for n in wordnet.POS_FILES]))
 
-    def body(tmp: Path) -> StageStats:
-        session = spark or get_spark(cfg.master, "wit-querylist", cfg.spark_conf)
-        return build(tmp, cfg, dump_paths, pageview_paths, session)
-
-    return run_stage(STAGE, OUTPUT_VERSION, cfg, inputs, body)
+    return run_spark_stage(STAGE, OUTPUT_VERSION, cfg, inputs, lambda tmp, session: build(
+        tmp, cfg, dump_paths, pageview_paths, session), spark)

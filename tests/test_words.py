@@ -1,6 +1,6 @@
 from collections import Counter
 
-from wit_builder.tokenize import bigrams, count_into, token_stream, tokens
+from wit_builder.querylist.words import bigrams, count_into, token_stream, tokens
 
 
 def test_tokens_keep_case_and_internal_joiners():

@@ -1,0 +1,107 @@
+"""Builders shared by the tests: paths of real fixtures, Wikipedia dumps, webdataset
+shards, a reference model, and the environment of subprocesses that import this checkout.
+
+Test modules import from here (and from `warcs`), never from one another.
+"""
+
+from __future__ import annotations
+
+import bz2
+import io
+import os
+import tarfile
+import warnings
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import numpy as np
+import pyarrow.parquet as pq
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = Path(os.environ.get("WIT_FIXTURES", REPO.parent / "shared" / "fixtures"))
+WIKI_DUMP = (FIXTURES / "wikipedia"
+             / "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
+WORDNET = Path("/usr/share/wordnet")
+
+HEADER = """<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/" version="0.10">
+  <siteinfo><sitename>Wikipedia</sitename><dbname>enwiki</dbname></siteinfo>
+"""
+FOOTER = "</mediawiki>\n"
+
+
+def page_xml(title: str, text: str, ns: int = 0, redirect: str | None = None) -> str:
+    """One <page> element in the export-0.10 layout."""
+    red = f'    <redirect title="{escape(redirect)}" />\n' if redirect else ""
+    return (f"  <page>\n    <title>{escape(title)}</title>\n    <ns>{ns}</ns>\n    <id>1</id>\n"
+            f"{red}    <revision>\n      <id>2</id>\n      <model>wikitext</model>\n"
+            f'      <text xml:space="preserve">{escape(text)}</text>\n    </revision>\n'
+            "  </page>\n")
+
+
+def write_dump(path: Path, pages: list[str], compress: bool = True) -> Path:
+    """Write a dump holding `pages` (from `page_xml`), bz2-compressed or plain."""
+    data = (HEADER + "".join(pages) + FOOTER).encode()
+    path.write_bytes(bz2.compress(data) if compress else data)
+    return path
+
+
+def read_bz2_text(path: Path) -> str:
+    """Whole decompressed text of a bz2 file (multistream included)."""
+    with bz2.open(path, "rt", encoding="utf-8") as f:
+        return f.read()
+
+
+def repo_env(**extra: str) -> dict[str, str]:
+    """The environment for a subprocess that imports this checkout (kept PYTHONPATH)."""
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
+ALT_TEXTS = FIXTURES / "alt_text" / "laion-alt-text-1000.parquet"
+CAPTIONS = [t for t in pq.read_table(ALT_TEXTS).column("TEXT").to_pylist() if t]
+# Pages of a hand-made dump with one of each case the query-list scan handles.
+HAND_PAGES = [
+    page_xml("Red fox", "red fox jumps. red fox runs."),
+    page_xml("Blue whale", "blue whale swims {{Infobox|ignored words here}}"),
+    page_xml("Café", "[[Category:Food]]"),                       # no prose: empty_text
+    page_xml("C++", "{{Lowercase title}}"),                      # no prose: empty_text
+    page_xml("Vulpes", "", redirect="Red fox"),                  # redirect
+    page_xml("Wikipedia:About", "project page words", ns=4),     # other namespace
+    "  <page><title>Bad</title><ns>0</ns><text>a &bogus; b</text></page>\n",  # malformed
+]
+
+
+def png(array: np.ndarray) -> bytes:
+    """A grey-level array as a 48×48 PNG."""
+    out = io.BytesIO()
+    Image.fromarray(array).resize((48, 48)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def write_shard(path: Path, members: list[tuple[str, bytes]]) -> Path:
+    """A tar shard written with the standard library (not the library under test)."""
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def tiny_reference():
+    """open_clip's CLIP class built with our ``tiny`` sizes."""
+    import open_clip
+
+    from wit_builder.clip.configs import get_config
+
+    cfg = get_config("tiny")
+    v, t = cfg.vision, cfg.text
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return open_clip.model.CLIP(
+            cfg.embed_dim,
+            vision_cfg={"image_size": v.image_size, "patch_size": v.patch_size,
+                        "width": v.width, "layers": v.layers, "head_width": v.head_width},
+            text_cfg={"context_length": t.context_length, "vocab_size": t.vocab_size,
+                      "width": t.width, "heads": t.heads, "layers": t.layers}).eval()
