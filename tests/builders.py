@@ -105,3 +105,106 @@ def tiny_reference():
                         "width": v.width, "layers": v.layers, "head_width": v.head_width},
             text_cfg={"context_length": t.context_length, "vocab_size": t.vocab_size,
                       "width": t.width, "heads": t.heads, "layers": t.layers}).eval()
+
+
+class GatedServer:
+    """A real HTTP server on 127.0.0.1 serving `directory`, whose GETs of one file can be
+    held: the test learns that the run asked for it (`arrived`, set by the run's own
+    request) and decides when, if ever, it is answered (`release`). A kill test can then
+    kill a run at a known point without polling or racing it."""
+
+    def __init__(self, directory: Path, gated: str) -> None:
+        import functools
+        import http.server
+        import threading
+
+        self.arrived, self.released = threading.Event(), threading.Event()
+        server = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path.lstrip("/") == gated and not server.released.is_set():
+                    server.arrived.set()
+                    server.released.wait()
+                super().do_GET()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        handler = functools.partial(Handler, directory=str(directory))
+        self.http = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.http.daemon_threads = True
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
+
+    def release(self) -> None:
+        """Answer the held request and every later one at once."""
+        self.released.set()
+
+    def close(self) -> None:
+        self.release()
+        self.http.shutdown()
+
+
+# A shard opener for webdataset's ``pipe:`` URLs: `python GATE_SCRIPT SHARD STATE N` copies
+# SHARD to stdout, except that from its N-th opening on (0-based, counted in STATE) it
+# first writes STATE/arrived and then reads STATE/release, two FIFOs: the test learns the
+# run got there by reading `arrived`, and the run waits until the test writes `release`.
+# Once STATE/free exists, the gate lets every opening through.
+GATE_SCRIPT = """
+import os, sys
+shard, state, after = sys.argv[1], sys.argv[2], int(sys.argv[3])
+n = 0
+while True:
+    try:
+        os.close(os.open(os.path.join(state, f"open-{n}"), os.O_CREAT | os.O_EXCL))
+        break
+    except FileExistsError:
+        n += 1
+if n >= after and not os.path.exists(os.path.join(state, "free")):
+    with open(os.path.join(state, "arrived"), "w") as f:
+        f.write("waiting\\n")
+    open(os.path.join(state, "release")).read()
+with open(shard, "rb") as f:
+    sys.stdout.buffer.write(f.read())
+"""
+
+
+def gated_shards(shards: list[Path], state: Path, after: int) -> str:
+    """A ``::`` list of ``pipe:`` URLs reading `shards` through the gate (see
+    `GATE_SCRIPT`): openings from the `after`-th on wait for the test."""
+    import sys
+
+    state.mkdir(parents=True, exist_ok=True)
+    script = state / "gate.py"
+    script.write_text(GATE_SCRIPT)
+    for fifo in ("arrived", "release"):
+        os.mkfifo(state / fifo)
+    return "::".join(f"pipe:{sys.executable} {script} {s} {state} {after}" for s in shards)
+
+
+def wait_for_fifo(path: Path, proc, timeout: float = 180) -> str:
+    """Read the FIFO `path` once its writer (the run, through the gate) opens it; fail if
+    `proc` exits or `timeout` passes first."""
+    import threading
+    import time
+
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(path.read_text()), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + timeout
+    while reader.is_alive():
+        reader.join(1.0)  # a liveness check of the run, not a poll for the event
+        if reader.is_alive() and (proc.poll() is not None or time.monotonic() > deadline):
+            raise AssertionError(f"the run never reached the gate (exit {proc.poll()})")
+    return got[0]
+
+
+def wait_for_event(event, proc, timeout: float = 180) -> None:
+    """Wait until the run sets `event`; fail if `proc` exits or `timeout` passes first."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not event.wait(1.0):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"the run never reached the gate (exit {proc.poll()})")

@@ -9,6 +9,20 @@ import pytest
 from tests.builders import WIKI_DUMP
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked `gpu` skip (with the reason) where torch sees no CUDA device."""
+    gpu_items = [item for item in items if "gpu" in item.keywords]
+    if not gpu_items:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (none here)")
+    for item in gpu_items:
+        item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def wiki_dump() -> Path:
     if not WIKI_DUMP.is_file():

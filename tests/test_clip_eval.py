@@ -28,8 +28,9 @@ from wit_builder.clip.evalsets import (
     read_templates,
 )
 from wit_builder.clip.evaluate import load_model
+from wit_builder.clip.tokenizer import Tokenizer
 from wit_builder.clip.train import train
-from wit_builder.errors import InputError
+from wit_builder.errors import ConfigError, InputError
 
 CHANCE = 1 / len(DIGIT_NAMES)
 
@@ -200,6 +201,21 @@ def test_open_clip_state_dicts_load(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(model.encode_image(images), reference.encode_image(images),
                                    rtol=0, atol=1e-5)
+
+
+def test_bare_state_dicts_load(tmp_path):
+    """A plain `model.state_dict()` file, no wrapper dict: the model is named by --model."""
+    torch.manual_seed(2)
+    reference = tiny_reference()
+    path = tmp_path / "bare.pt"
+    torch.save(reference.state_dict(), path)
+    model, _ = load_model(path, "tiny", torch.device("cpu"))
+    tokens = Tokenizer()(["a photo of the number seven", "a cat"])
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode_text(tokens), reference.encode_text(tokens),
+                                   rtol=0, atol=1e-5)
+    with pytest.raises(ConfigError, match="does not name its model"):
+        load_model(path, None, torch.device("cpu"))
 
 
 def test_bad_inputs_are_clear_errors(trained, tmp_path):

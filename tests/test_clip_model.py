@@ -42,7 +42,7 @@ def assert_same_outputs(ours: CLIP, theirs: torch.nn.Module, image_size: int) ->
             assert (mine - ref).abs().max().item() < 1e-4
 
 
-@pytest.mark.parametrize("name", ["ViT-B-32", "ViT-B-32-quickgelu"])
+@pytest.mark.parametrize("name", ["ViT-B-32", "ViT-B-32-quickgelu", "ViT-B-16", "ViT-S-32"])
 def test_our_weights_load_strictly_into_open_clip_and_agree(name):
     ours = create_model(name).eval()
     theirs = reference(name)

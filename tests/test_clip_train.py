@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,15 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from tests.builders import CAPTIONS, png, repo_env, tiny_reference, write_shard
+from tests.builders import (
+    CAPTIONS,
+    gated_shards,
+    png,
+    repo_env,
+    tiny_reference,
+    wait_for_fifo,
+    write_shard,
+)
 from wit_builder.clip.configs import TrainConfig
 from wit_builder.clip.data import Batch
 from wit_builder.clip.loss import ClipLoss
@@ -25,17 +32,23 @@ from wit_builder.clip.train import accumulated_backward, train
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory) -> str:
+def shard_files(tmp_path_factory) -> list[Path]:
     """2 shards × 16 real digit images, each with its own real alt-text."""
     root = tmp_path_factory.mktemp("train_shards")
     digits = (load_digits().images * 255 / 16).astype(np.uint8)
+    files = []
     for s in range(2):
         members = []
         for i in range(16):
             k = s * 16 + i
             members += [(f"{k:06d}.png", png(digits[k])), (f"{k:06d}.txt", CAPTIONS[k].encode())]
-        write_shard(root / f"{s:05d}.tar", members)
-    return f"{root}/{{00000..00001}}.tar"
+        files.append(write_shard(root / f"{s:05d}.tar", members))
+    return files
+
+
+@pytest.fixture(scope="module")
+def shards(shard_files) -> str:
+    return f"{shard_files[0].parent}/{{00000..00001}}.tar"
 
 
 def settings(shards: str, out: Path, **extra) -> dict:
@@ -111,23 +124,28 @@ def wit_train(shards: str, out: Path, workers: int) -> list[str]:
 
 
 @pytest.mark.parametrize("workers", [0, 1])
-def test_killed_run_resumes_to_identical_weights(shards, tmp_path, workers):
+def test_killed_run_resumes_to_identical_weights(shards, shard_files, tmp_path, workers):
     """SIGKILL mid-run, rerun the same command: the final weights and optimizer state
-    equal an uninterrupted run's exactly (tolerance 0 on CPU)."""
+    equal an uninterrupted run's exactly (tolerance 0 on CPU).
+
+    The killed run reads its shards through a gate that holds the first shard opening of
+    epoch 1 (after step 4's checkpoint): the test kills it there, however fast it runs.
+    """
     env = repo_env()
     subprocess.run(wit_train(shards, tmp_path / "full", workers), check=True, env=env,
                    capture_output=True)
-    cmd = wit_train(shards, tmp_path / "killed", workers)
+    gate = tmp_path / "gate"
+    gated = gated_shards(shard_files, gate, after=len(shard_files))
+    cmd = wit_train(gated, tmp_path / "killed", workers)
     proc = subprocess.Popen(cmd, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpts = tmp_path / "killed" / "checkpoints"
-    deadline = time.time() + 120
-    while not (ckpts / "step_00000004.pt").exists():
-        assert proc.poll() is None and time.time() < deadline, "run ended before the kill"
-        time.sleep(0.05)
+    wait_for_fifo(gate / "arrived", proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not (ckpts / "step_00000008.pt").exists()
+    ckpts = tmp_path / "killed" / "checkpoints"
+    assert sorted(p.name for p in ckpts.glob("*.pt")) == ["step_00000002.pt",
+                                                          "step_00000004.pt"]
+    (gate / "free").touch()  # the rerun (same command, same config) passes the gate
     subprocess.run(cmd, check=True, env=env, capture_output=True)
     full = torch.load(tmp_path / "full/checkpoints/step_00000008.pt", weights_only=True)
     resumed = torch.load(ckpts / "step_00000008.pt", weights_only=True)

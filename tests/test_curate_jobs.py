@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests import warcs
-from tests.builders import FIXTURES, REPO
+from tests.builders import FIXTURES, REPO, GatedServer, repo_env, wait_for_event
 from wit_builder.curate import match_job, matching
 from wit_builder.curate.balance_job import run as run_balance
 from wit_builder.curate.configs import BalanceConfig, CurateConfig, ExtractConfig, MatchConfig
@@ -26,6 +25,7 @@ from wit_builder.curate.curate_job import run as run_curate
 from wit_builder.curate.extract_job import run as run_extract
 from wit_builder.curate.hygiene import pair_uid
 from wit_builder.curate.matching import match_df, normalize_text
+from wit_builder.curate.pairs import PAIRS_FILE
 from wit_builder.errors import InputError
 
 ALT_TEXTS = FIXTURES / "alt_text" / "laion-alt-text-1000.parquet"
@@ -69,8 +69,8 @@ def alt_pairs(tmp_path_factory) -> Path:
         "lang": ["en"] * len(rows), "lang_score": pa.array([1.0] * len(rows), pa.float32()),
         "source_file": [str(ALT_TEXTS)] * len(rows)})
     out = tmp_path_factory.mktemp("alt") / "extract"
-    (out / "pairs.parquet").mkdir(parents=True)
-    pq.write_table(table, out / "pairs.parquet" / "part-0.parquet")
+    (out / PAIRS_FILE).mkdir(parents=True)
+    pq.write_table(table, out / PAIRS_FILE / "part-0.parquet")
     return out
 
 
@@ -82,7 +82,7 @@ def extracted(spark, tmp_path_factory):
 
 def test_extract_job_output_contract(extracted):
     result, _ = extracted
-    table = pq.read_table(result.out_dir / "pairs.parquet")
+    table = pq.read_table(result.out_dir / PAIRS_FILE)
     assert {f.name: f.type for f in table.schema} == PAIR_TYPES
     rows = table.to_pylist()
     assert rows and len({r["uid"] for r in rows}) == len(rows)
@@ -99,8 +99,8 @@ def test_extract_rerun_skips_and_is_deterministic(spark, extracted, tmp_path):
     result, cfg = extracted
     assert run_extract(cfg, spark).status == "skipped"
     again = run_extract(cfg.model_copy(update={"out": tmp_path / "again"}), spark)
-    assert read_sorted(again.out_dir / "pairs.parquet").equals(
-        read_sorted(result.out_dir / "pairs.parquet"))
+    assert read_sorted(again.out_dir / PAIRS_FILE).equals(
+        read_sorted(result.out_dir / PAIRS_FILE))
 
 
 @pytest.fixture
@@ -121,10 +121,10 @@ def test_manifest_with_local_and_http_entries(spark, http_server, tmp_path):
     manifest.write_text(f"# two files\n{http_server}/{warcs.CC_EXCERPT.name}\n\nlocal.warc.gz\n")
     cfg = ExtractConfig(manifest=str(manifest), out=tmp_path / "m", lang=None,
                         min_lang_score=0.0)
-    by_manifest = pq.read_table(run_extract(cfg, spark).out_dir / "pairs.parquet")
+    by_manifest = pq.read_table(run_extract(cfg, spark).out_dir / PAIRS_FILE)
     cfg = ExtractConfig(warc=[str(warcs.CC_EXCERPT), str(warcs.CLIPPED)], out=tmp_path / "g",
                         lang=None, min_lang_score=0.0)
-    by_glob = pq.read_table(run_extract(cfg, spark).out_dir / "pairs.parquet")
+    by_glob = pq.read_table(run_extract(cfg, spark).out_dir / PAIRS_FILE)
     assert by_manifest.num_rows == by_glob.num_rows > 30
     assert sorted(by_manifest.column("uid").to_pylist()) == \
         sorted(by_glob.column("uid").to_pylist())
@@ -155,11 +155,11 @@ def matched(spark, alt_pairs, entries_txt, tmp_path_factory):
 
 def test_match_job_equals_naive_reference(matched, alt_pairs, entries_txt):
     entries = entries_txt.read_text().splitlines()
-    source = pq.read_table(alt_pairs / "pairs.parquet").to_pylist()
+    source = pq.read_table(alt_pairs / PAIRS_FILE).to_pylist()
     expected = {r["uid"]: naive_ids(entries, r["text"]) for r in source}
     expected = {uid: ids for uid, ids in expected.items() if ids}
     got = {r["uid"]: r["entry_ids"] for r in
-           pq.read_table(matched.out_dir / "pairs.parquet").to_pylist()}
+           pq.read_table(matched.out_dir / PAIRS_FILE).to_pylist()}
     assert got == expected and len(got) > 500
     stats = matched.marker["stats"]
     assert accounted(stats) and stats["drops"]["no_match"] == len(source) - len(got)
@@ -209,7 +209,7 @@ def test_balance_job_counts_and_bounds(balanced, matched):
     matches = {c["entry_id"]: c["matches"] for c in counts}
     kept = {c["entry_id"]: c["kept"] for c in counts}
     # expectation computed here from the rule, row by row: q = 1 − Π(1 − min(1, t/count))
-    rows = pq.read_table(matched.out_dir / "pairs.parquet").column("entry_ids").to_pylist()
+    rows = pq.read_table(matched.out_dir / PAIRS_FILE).column("entry_ids").to_pylist()
     q = [1 - math.prod(1 - min(1.0, cfg.t / matches[e]) for e in ids) for ids in rows]
     for e in matches:
         mine = [qr for qr, ids in zip(q, rows, strict=True) if e in ids]
@@ -221,7 +221,7 @@ def test_balance_job_counts_and_bounds(balanced, matched):
     assert len(head) > 20 and sum(kept[e] for e in head) < sum(matches[e] for e in head)
     stats = result.marker["stats"]
     assert accounted(stats) and stats["balance"]["t"] == cfg.t
-    assert stats["rows_out"] == pq.read_table(result.out_dir / "pairs.parquet").num_rows
+    assert stats["rows_out"] == pq.read_table(result.out_dir / PAIRS_FILE).num_rows
     assert {p.name for p in (result.out_dir / "plots").iterdir()} == {
         "entry_counts_rank.png", "entry_counts_hist.png"}
 
@@ -230,9 +230,9 @@ def test_balance_reruns_identical_and_seed_changes(spark, balanced, tmp_path):
     result, cfg = balanced
     same = run_balance(cfg.model_copy(update={"out": tmp_path / "same"}), spark)
     other = run_balance(cfg.model_copy(update={"out": tmp_path / "other", "seed": 1}), spark)
-    first = read_sorted(result.out_dir / "pairs.parquet")
-    assert read_sorted(same.out_dir / "pairs.parquet").equals(first)
-    assert read_sorted(other.out_dir / "pairs.parquet").column("uid") != first.column("uid")
+    first = read_sorted(result.out_dir / PAIRS_FILE)
+    assert read_sorted(same.out_dir / PAIRS_FILE).equals(first)
+    assert read_sorted(other.out_dir / PAIRS_FILE).column("uid") != first.column("uid")
 
 
 def test_tail_fraction_chooses_t(spark, matched, entries_txt, tmp_path):
@@ -258,8 +258,8 @@ def test_curate_equals_the_three_stages(spark, entries_txt, tmp_path):
                                    out=tmp_path / "m"), spark)
     ba = run_balance(BalanceConfig(pairs=ma.out_dir, entries=entries_txt, t=3, seed=5,
                                    out=tmp_path / "b"), spark)
-    assert read_sorted(cur.out_dir / "pairs.parquet").equals(
-        read_sorted(ba.out_dir / "pairs.parquet"))
+    assert read_sorted(cur.out_dir / PAIRS_FILE).equals(
+        read_sorted(ba.out_dir / PAIRS_FILE))
     assert pq.read_table(cur.out_dir / "entry_counts.parquet").equals(
         pq.read_table(ba.out_dir / "entry_counts.parquet"))
     stats = cur.marker["stats"]
@@ -270,25 +270,37 @@ def wit(*args: str) -> list[str]:
     return [sys.executable, "-m", "wit_builder.cli", *args]
 
 
+def gated_manifest(tmp_path: Path, server: GatedServer) -> Path:
+    """A manifest of the WARC fixtures: the Common Crawl excerpt over the gated HTTP
+    server, the others local."""
+    lines = [f"{server.url}/{warcs.CC_EXCERPT.name}"]
+    lines += [str(p) for p in sorted(warcs.WARC_DIR.iterdir()) if p != warcs.CC_EXCERPT]
+    manifest = tmp_path / "warcs.txt"
+    manifest.write_text("\n".join(lines) + "\n")
+    return manifest
+
+
 def test_killed_curate_reruns_to_identical_output(spark, entries_txt, tmp_path):
+    """SIGKILL while extraction is running (held at the request for one WARC file, so at
+    a known point), then the same command again: the output equals an unbroken run's."""
+    server = GatedServer(warcs.WARC_DIR, gated=warcs.CC_EXCERPT.name)
+    manifest = gated_manifest(tmp_path, server)
     out = tmp_path / "killed"
-    args = wit("curate", "--warc", WARC_GLOB, "--entries", str(entries_txt), "--out",
-               str(out), "--lang", "none", "--min-lang-score", "0", "--t", "3", "--seed", "5",
-               "--master", "local[2]")
+    args = wit("curate", "--manifest", str(manifest), "--entries", str(entries_txt),
+               "--out", str(out), "--lang", "none", "--min-lang-score", "0", "--t", "3",
+               "--seed", "5", "--master", "local[2]")
     proc = subprocess.Popen(args, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(REPO)})
-    deadline = time.time() + 120
-    # kill once extraction has written its first file into the temporary output
-    while not list(tmp_path.glob(".killed.tmp-*/file_counts.parquet")):
-        assert proc.poll() is None and time.time() < deadline, "job ended before the kill"
-        time.sleep(0.2)
+                            stderr=subprocess.DEVNULL, env=repo_env())
+    wait_for_event(server.arrived, proc)
+    assert list(tmp_path.glob(".killed.tmp-*"))  # killed mid-stage
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not out.exists()  # nothing half-written where readers look
-    subprocess.run(args, check=True, capture_output=True, env={**os.environ,
-                                                                "PYTHONPATH": str(REPO)})
+    server.release()
+    subprocess.run(args, check=True, capture_output=True, env=repo_env())
     assert not list(tmp_path.glob(".killed.tmp-*"))  # the dead run's temp dir is gone
-    reference = run_curate(CurateConfig(warc=[WARC_GLOB], entries=entries_txt,
+    reference = run_curate(CurateConfig(manifest=str(manifest), entries=entries_txt,
                                         out=tmp_path / "ref", **CURATE_ARGS), spark)
-    assert read_sorted(out / "pairs.parquet").equals(
-        read_sorted(reference.out_dir / "pairs.parquet"))
+    server.close()
+    assert read_sorted(out / PAIRS_FILE).equals(read_sorted(reference.out_dir / PAIRS_FILE))
+    assert read_sorted(out / PAIRS_FILE).num_rows > 0

@@ -137,14 +137,29 @@ def test_clipped_page_keeps_images_before_the_cut():
     assert len(rows) == 6  # the fixture's 6 alts
 
 
-def test_truncated_gzip_keeps_records_before_the_cut(tmp_path):
+def test_truncated_gzip_keeps_exactly_the_records_before_the_cut(tmp_path):
+    """A Common Crawl-style file cut inside record k's gzip member: exactly the pairs of
+    records 0..k-1 (as read from a file of those alone), plus pairs of record k's page
+    only, each one a real pair of that page."""
+    recs = warcs.raw_records(warcs.CC_EXCERPT)
+    k = next(i for i in range(len(recs) * 2 // 3, len(recs))
+             if b"WARC-Type: response" in recs[i][:300])
+    page_k = re.search(rb"WARC-Target-URI: (\S+)", recs[k]).group(1).decode()
+    member = gzip.compress(recs[k])
+    head = warcs.per_record_gzip(recs[:k])
+    (tmp_path / "cut.warc.gz").write_bytes(head + member[: len(member) // 2])
+    (tmp_path / "before.warc.gz").write_bytes(head)
+    rows, counts = run_file(tmp_path / "cut.warc.gz")
+    before, before_counts = run_file(tmp_path / "before.warc.gz")
     full, _ = run_file(warcs.CC_EXCERPT)
-    data = warcs.CC_EXCERPT.read_bytes()
-    cut = tmp_path / "cut.warc.gz"
-    cut.write_bytes(data[: int(len(data) * 0.6)])
-    rows, counts = run_file(cut)
-    assert 0 < len(rows) < len(full)
-    assert {r["uid"] for r in rows} <= {r["uid"] for r in full}
+    assert len(before) > 10
+    def key(r: dict) -> tuple:
+        return r["uid"], r["page_url"], r["attr"]
+
+    assert [key(r) for r in rows if r["page_url"] != page_k] == [key(r) for r in before]
+    last = [r["uid"] for r in rows if r["page_url"] == page_k]
+    assert set(last) <= {r["uid"] for r in full if r["page_url"] == page_k}
+    assert counts["records"] == before_counts["records"] + 1
     assert counts["records_truncated"] == 1
     assert_accounted(counts)
 

@@ -14,6 +14,7 @@ import functools
 import importlib
 import inspect
 import logging
+import os
 import sys
 import types
 import typing
@@ -52,23 +53,54 @@ def handle_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        before = active_spark()
         try:
             return func(*args, **kwargs)
         except WitError as e:
-            fail(str(e), 2)
+            fail(str(e), 2, before)
         except KeyboardInterrupt:
-            fail("interrupted; finished outputs are kept and a rerun resumes", 130)
+            fail("interrupted; finished outputs are kept and a rerun resumes", 130, before)
         except OSError as e:
             where = f": {e.filename}" if getattr(e, "filename", None) else ""
-            fail(f"{e.strerror or e}{where}", 1)
+            fail(f"{e.strerror or e}{where}", 1, before)
 
     return wrapper  # type: ignore[return-value]
 
 
-def fail(message: str, code: int) -> None:
-    """Print `message` as the one error line and exit with `code`."""
+def active_spark() -> Any:
+    """This process's SparkContext, if pyspark is loaded and one is up (else None).
+
+    Not `SparkSession.getActiveSession()`: that asks the JVM, whose answer is per JVM
+    thread, and after a Ctrl-C py4j talks to the JVM through a new thread.
+    """
+    if "pyspark" not in sys.modules:
+        return None
+    from pyspark import SparkContext
+
+    return SparkContext._active_spark_context
+
+
+def fail(message: str, code: int, spark_before: Any = None) -> None:
+    """Print `message` as the one error line and exit with `code`.
+
+    A Spark session the command started is stopped first, quietly: its shutdown would
+    otherwise log warnings after the error line.
+    """
+    context = active_spark()
+    if context is not None and context is not spark_before \
+            and "PYSPARK_GATEWAY_PORT" not in os.environ:  # spark-submit stops its own
+        stop_quietly(context)
     console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def stop_quietly(context: Any) -> None:
+    """Stop a SparkContext with its logging off (we are exiting: the error line is last)."""
+    try:
+        context.setLogLevel("OFF")
+        context.stop()
+    except Exception:  # a JVM already gone (Ctrl-C reached it too) has nothing to stop
+        pass
 
 
 def report(result: StageResult) -> None:
@@ -91,8 +123,13 @@ def main(
     if version:
         console.print(f"wit-builder {__version__}")
         raise typer.Exit()
+    handler = RichHandler(console=console, show_path=False)
+    # py4j logs its own view of a failed or interrupted call through the root logger
+    # (a Ctrl-C mid-job prints four tracebacks); the failure itself reaches us as an
+    # exception, so those records are dropped.
+    handler.addFilter(lambda record: f"{os.sep}py4j{os.sep}" not in record.pathname)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
-                        handlers=[RichHandler(console=console, show_path=False)])
+                        handlers=[handler])
     logging.getLogger("py4j").setLevel(logging.WARNING)
 
 

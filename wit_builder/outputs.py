@@ -40,7 +40,8 @@ def read_marker(out_dir: Path) -> dict[str, Any] | None:
     return json.loads(marker.read_text())
 
 
-def check_existing(out_dir: Path, chash: str, overwrite: bool) -> Literal["run", "skip"]:
+def check_existing(out_dir: Path, stage: str, chash: str, overwrite: bool
+                   ) -> Literal["run", "skip"]:
     """Decide what to do with an existing `out_dir` (see module docstring)."""
     if not out_dir.exists() or (out_dir.is_dir() and not any(out_dir.iterdir())):
         return "run"
@@ -49,6 +50,10 @@ def check_existing(out_dir: Path, chash: str, overwrite: bool) -> Literal["run",
         return "skip"
     if overwrite:
         return "run"
+    if marker is not None and marker.get("stage") != stage:
+        raise OutputExistsError(
+            f"{out_dir} holds a finished `wit {marker.get('stage')}` output: choose another "
+            "--out (or pass --overwrite to replace it)")
     if marker is None:
         raise OutputExistsError(
             f"{out_dir} exists but has no {MARKER} marker (not a finished wit output); "
@@ -109,7 +114,7 @@ def run_stage(
     """
     out_dir = Path(cfg.out).absolute()
     chash = config_hash(stage, version, cfg, inputs)
-    if check_existing(out_dir, chash, cfg.overwrite) == "skip":
+    if check_existing(out_dir, stage, chash, cfg.overwrite) == "skip":
         log.info("%s: %s is complete for config %s; skipping", stage, out_dir, chash)
         return StageResult("skipped", out_dir, read_marker(out_dir) or {})
     out_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -9,8 +9,10 @@ import pyarrow.parquet as pq
 from rich.console import Console
 from rich.table import Table
 
+from wit_builder.curate.pairs import PAIRS_FILE
 from wit_builder.errors import InputError
 from wit_builder.outputs import read_marker
+from wit_builder.querylist.entries import ENTRIES_FILE
 
 
 def entries_table(path: Path, per_source: int) -> Table:
@@ -62,7 +64,9 @@ def show(out_dir: Path, per_source: int = 5, console: Console | None = None) -> 
                   f"out {stats['rows_out']:,}")
     for reason, n in stats.get("drops", {}).items():
         console.print(f"  dropped {n:,} × {reason}")
-    if (out_dir / "entries.parquet").is_file():
-        console.print(entries_table(out_dir / "entries.parquet", per_source))
-    if (out_dir / "pairs.parquet").exists():
-        console.print(pairs_table(out_dir / "pairs.parquet", per_source))
+    for line in stats.get("notices", []):
+        console.print(f"  [yellow]note:[/] {line}", highlight=False, soft_wrap=True)
+    if (out_dir / ENTRIES_FILE).is_file():
+        console.print(entries_table(out_dir / ENTRIES_FILE, per_source))
+    if (out_dir / PAIRS_FILE).exists():
+        console.print(pairs_table(out_dir / PAIRS_FILE, per_source))

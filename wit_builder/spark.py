@@ -76,9 +76,27 @@ def get_spark(
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
+    if spark.sparkContext.master.startswith("local"):
+        quiet_task_errors(spark)
     if not spark.sparkContext.master.startswith("local"):
         ship_package(spark)
     return spark
+
+
+# Loggers that print a failed task's whole Java stack trace (100+ lines) before the job
+# fails; the failure itself still reaches the driver and becomes one line (or, for a bug,
+# a Python traceback that carries the trace).
+TASK_ERROR_LOGGERS = ("org.apache.spark.executor.Executor",
+                      "org.apache.spark.scheduler.TaskSetManager")
+
+
+def quiet_task_errors(spark: SparkSession) -> None:
+    """Silence the per-task stack traces in local mode, where executors log to the
+    user's console."""
+    jvm = spark.sparkContext._jvm
+    level = jvm.org.apache.logging.log4j.Level.FATAL
+    for name in TASK_ERROR_LOGGERS:
+        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(name, level)
 
 
 def package_zip() -> Path:
@@ -150,11 +168,16 @@ def run_spark_action(action: Callable[[], T], what: str) -> T:
 
 
 def read_error_cause(msg: str) -> str:
-    """A short cause for a Spark file-read failure: truncated, not bz2, or its own line."""
+    """A short cause for a Spark file-read failure: truncated, not bz2, or the innermost
+    ``Caused by`` line (the decoder's own complaint)."""
     if "end of stream" in msg or "EOFException" in msg:
         return "truncated or corrupt"
     if "Stream is not BZip2 formatted" in msg or "not in the BZip2 format" in msg:
         return "not a bz2 file"
+    causes = [line.split("Caused by:", 1)[1].strip() for line in msg.splitlines()
+              if "Caused by:" in line]
+    if causes:
+        return f"corrupt data: {causes[-1][:160]}"
     return spark_error_message(msg)
 
 

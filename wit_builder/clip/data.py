@@ -46,17 +46,25 @@ class Batch:
     skipped: dict[str, int] = field(default_factory=dict)
 
 
+def is_url(item: str) -> bool:
+    """True for remote shards and ``pipe:`` commands, which are not local paths."""
+    return "://" in item or item.startswith("pipe:")
+
+
 def expand_shards(spec: str | Sequence[str]) -> list[str]:
-    """Shard URLs/paths from brace patterns, ``::`` lists and local globs (order kept)."""
+    """Shard URLs/paths from brace patterns, ``::`` lists and local globs (order kept).
+
+    URLs (``scheme://``) and webdataset's ``pipe:COMMAND`` shards are taken as given.
+    """
     patterns = spec.split("::") if isinstance(spec, str) else list(spec)
     urls: list[str] = []
     for pattern in patterns:
         for item in braceexpand.braceexpand(pattern):
-            if "://" in item or not glob.has_magic(item):
+            if is_url(item) or not glob.has_magic(item):
                 urls.append(item)
             else:
                 urls.extend(sorted(glob.glob(item)))
-    missing = [u for u in urls if "://" not in u and not os.path.exists(u)]
+    missing = [u for u in urls if not is_url(u) and not os.path.exists(u)]
     if not urls or missing:
         raise InputError(f"no shards for {spec!r}" if not urls
                          else f"{len(missing)} shard(s) missing, e.g. {missing[0]}")

@@ -26,12 +26,13 @@ if TYPE_CHECKING:
 STAGE = "balance"
 OUTPUT_VERSION = 1
 CONFIG = BalanceConfig
+NEEDS = ("uid", "entry_ids")  # columns of the input pairs this stage reads
 
 
 def build(tmp: Path, cfg: BalanceConfig, spark: SparkSession) -> StageStats:
     """Balance the matched pairs into `tmp`."""
     stats = StageStats(STAGE)
-    matched = spark.read.parquet(str(pairs_dataset(cfg.pairs, ("entry_ids",), "wit match")))
+    matched = spark.read.parquet(str(pairs_dataset(cfg.pairs, NEEDS, "wit match")))
     stats.rows_in = matched.count()
     done = balance_into(tmp, matched, load_entries(cfg.entries), cfg.t, cfg.tail_fraction,
                         cfg.seed)
@@ -43,6 +44,7 @@ def build(tmp: Path, cfg: BalanceConfig, spark: SparkSession) -> StageStats:
 
 def run(cfg: BalanceConfig, spark: SparkSession | None = None) -> StageResult:
     """Run the stage (skips when `cfg.out` is complete for this config)."""
-    inputs = [pairs_input_fingerprint(cfg.pairs), fingerprint([str(entries_file(cfg.entries))])]
+    inputs = [pairs_input_fingerprint(cfg.pairs, NEEDS, "wit match"),
+              fingerprint([str(entries_file(cfg.entries))])]
     return run_spark_stage(STAGE, OUTPUT_VERSION, cfg, inputs,
                            lambda tmp, session: build(tmp, cfg, session), spark)

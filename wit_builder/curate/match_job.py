@@ -25,13 +25,14 @@ if TYPE_CHECKING:
 STAGE = "match"
 OUTPUT_VERSION = 1
 CONFIG = MatchConfig
+NEEDS = ("uid", "text")  # columns of the input pairs this stage reads
 
 
 def build(tmp: Path, cfg: MatchConfig, spark: SparkSession) -> StageStats:
     """Match the pairs into `tmp`."""
     stats = StageStats(STAGE)
     entries = load_entries(cfg.entries)
-    pairs = spark.read.parquet(str(pairs_dataset(cfg.pairs, ("text",), "wit extract")))
+    pairs = spark.read.parquet(str(pairs_dataset(cfg.pairs, NEEDS, "wit extract")))
     stats.rows_in = pairs.count()
     stats.rows_out = write_pairs(match_df(pairs, entries), tmp)
     stats.drop("no_match", stats.rows_in - stats.rows_out)
@@ -41,6 +42,7 @@ def build(tmp: Path, cfg: MatchConfig, spark: SparkSession) -> StageStats:
 
 def run(cfg: MatchConfig, spark: SparkSession | None = None) -> StageResult:
     """Run the stage (skips when `cfg.out` is complete for this config)."""
-    inputs = [pairs_input_fingerprint(cfg.pairs), fingerprint([str(entries_file(cfg.entries))])]
+    inputs = [pairs_input_fingerprint(cfg.pairs, NEEDS, "wit extract"),
+              fingerprint([str(entries_file(cfg.entries))])]
     return run_spark_stage(STAGE, OUTPUT_VERSION, cfg, inputs,
                            lambda tmp, session: build(tmp, cfg, session), spark)

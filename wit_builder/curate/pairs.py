@@ -65,9 +65,11 @@ def dataset_files(path: Path) -> list[str]:
     return [str(path)]
 
 
-def pairs_input_fingerprint(pairs: Path) -> list[Any]:
-    """Fingerprint of a pairs dataset (for the config hash)."""
-    return fingerprint(dataset_files(pairs_dataset(pairs)))
+def pairs_input_fingerprint(pairs: Path, needs: tuple[str, ...] = (), made_by: str = ""
+                            ) -> list[Any]:
+    """Fingerprint of a pairs dataset (for the config hash), checked as `pairs_dataset`
+    checks it, so a wrong input fails before Spark starts."""
+    return fingerprint(dataset_files(pairs_dataset(pairs, needs, made_by)))
 
 
 def write_pairs(df: DataFrame, directory: Path) -> int:

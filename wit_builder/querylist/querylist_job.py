@@ -23,7 +23,7 @@ from urllib.parse import unquote
 from wit_builder.errors import InputError
 from wit_builder.inputs import expand_inputs, fingerprint, is_uri
 from wit_builder.outputs import StageResult
-from wit_builder.querylist import combine, pageviews, scan, wordnet
+from wit_builder.querylist import combine, dumps, pageviews, scan, wordnet
 from wit_builder.querylist.configs import QueryListConfig
 from wit_builder.querylist.entries import Entry, write_entries
 from wit_builder.spark import run_spark_action, run_spark_stage
@@ -174,6 +174,8 @@ def build(tmp: Path, cfg: QueryListConfig, dump_paths: list[str], pageview_paths
 def run(cfg: QueryListConfig, spark: SparkSession | None = None) -> StageResult:
     """Run the stage (skips when `cfg.out` is complete for this config)."""
     dump_paths = expand_inputs(cfg.wiki_dump, "wiki dump")
+    for path in dump_paths:
+        dumps.check_bz2(path)
     pageview_paths = expand_inputs(cfg.pageviews, "pageviews") if cfg.pageviews else []
     inputs: list[Any] = [fingerprint(dump_paths), fingerprint(pageview_paths)]
     if cfg.wordnet:

@@ -1,0 +1,50 @@
+"""GPU paths: run on a machine with CUDA (`pytest -m gpu`); skipped elsewhere."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+
+from tests.builders import CAPTIONS, png, write_shard
+from wit_builder.clip.configs import TrainConfig, get_config
+from wit_builder.clip.model import CLIP
+from wit_builder.clip.tokenizer import Tokenizer
+
+pytestmark = pytest.mark.gpu
+
+
+def test_cuda_features_equal_cpu_features():
+    torch.manual_seed(0)
+    model = CLIP(get_config("tiny")).eval()
+    images, tokens = torch.randn(4, 3, 32, 32), Tokenizer()(CAPTIONS[:4])
+    with torch.no_grad():
+        cpu = model.encode_image(images), model.encode_text(tokens)
+        model = model.cuda()
+        gpu = model.encode_image(images.cuda()), model.encode_text(tokens.cuda())
+    for a, b in zip(cpu, gpu, strict=True):
+        torch.testing.assert_close(a, b.cpu(), rtol=1e-3, atol=1e-3)
+
+
+def test_bf16_training_on_cuda_learns_and_saves_cpu_loadable_checkpoints(tmp_path):
+    from wit_builder.clip.train import train
+
+    digits = (load_digits().images * 255 / 16).astype(np.uint8)
+    members = []
+    for k in range(32):
+        members += [(f"{k:04d}.png", png(digits[k])), (f"{k:04d}.txt", CAPTIONS[k].encode())]
+    shard = write_shard(tmp_path / "00000.tar", members)
+    cfg = TrainConfig(shards=str(shard), out=tmp_path / "run", model="tiny", batch_size=16,
+                      steps=40, lr=1e-3, warmup_steps=2, weight_decay=0.0, workers=0,
+                      precision="bf16", log_every=5, save_every=20)
+    last = train(cfg)
+    state = torch.load(last, map_location="cpu", weights_only=True)
+    assert state["step"] == 40
+    CLIP(get_config("tiny")).load_state_dict(state["state_dict"])
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+
+    losses = [json.loads(line)["loss"] for line in lines]
+    assert losses[-1] < 0.7 * losses[0]
