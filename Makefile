@@ -24,8 +24,17 @@ $(STAMP): pyproject.toml requirements/lock.txt
 lint: setup
 	$(BIN)/ruff check wit_builder jobs tests benchmarks
 
+# Tests keep every temporary file (Python's, pytest's, Spark's and the JVMs') under
+# $(TEST_TMP), removed afterwards: a test run leaves nothing in /tmp.
+TEST_TMP := $(CURDIR)/.test-tmp
+TEST_JAVA_OPTS := -Djava.io.tmpdir=$(TEST_TMP) -XX:-UsePerfData
+
 test: lint
-	WIT_FIXTURES=$(FIXTURES) $(BIN)/python -m pytest -q
+	rm -rf $(TEST_TMP) && mkdir -p $(TEST_TMP)
+	TMPDIR=$(TEST_TMP) SPARK_LOCAL_DIRS=$(TEST_TMP) SPARK_SUBMIT_OPTS="$(TEST_JAVA_OPTS)" \
+		SPARK_DAEMON_JAVA_OPTS="$(TEST_JAVA_OPTS)" WIT_FIXTURES=$(FIXTURES) \
+		$(BIN)/python -m pytest -q --basetemp=$(TEST_TMP)/pytest; \
+		status=$$?; rm -rf $(TEST_TMP); exit $$status
 
 demo: setup
 	$(BIN)/wit querylist --config configs/demo.yaml \

@@ -1,7 +1,7 @@
 """CLIP (Radford et al. 2021): a Vision Transformer and a causal text Transformer trained
 to put matching image/text pairs close together in a shared embedding space.
 
-Parameter names and shapes are open_clip's (see DESIGN.md), so `state_dict()` loads into
+Parameter names and shapes are open_clip's (see docs/architecture.md), so `state_dict()` loads into
 ``open_clip.create_model(name)`` with ``strict=True`` and OpenAI/open_clip weights load
 here. Attention runs through `torch.nn.functional.scaled_dot_product_attention` (fused
 kernels on GPU); blocks can use activation checkpointing to trade compute for memory.

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 SCHEMA = pa.schema([*PAIR_SCHEMA, ("reason", pa.string()), ("n", pa.int64())])
+FILES_SCHEMA = pa.schema([("path", pa.string())])  # extract_partition's input
 # Counter names that are totals rather than drops.
 TOTALS = ("records", "records_truncated", "html_pages", "wat_pages", "candidates", "pairs")
 # Counters about a whole input file.
@@ -230,7 +231,7 @@ def extract_raw(spark: SparkSession, paths: list[str], params: ExtractParams,
     """Pair rows and per-file counter rows (`SCHEMA`), one task per file group."""
     slices = max(1, -(-len(paths) // files_per_task))
     rdd = spark.sparkContext.parallelize(paths, slices).map(lambda p: (p,))
-    files = spark.createDataFrame(rdd, "path string")
+    files = spark.createDataFrame(rdd, spark_schema(FILES_SCHEMA))
     body = functools.partial(extract_partition, params=params)
     return files.mapInArrow(body, spark_schema(SCHEMA))
 

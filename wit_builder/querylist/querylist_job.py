@@ -26,7 +26,7 @@ from wit_builder.outputs import StageResult
 from wit_builder.querylist import combine, dumps, pageviews, scan, wordnet
 from wit_builder.querylist.configs import QueryListConfig
 from wit_builder.querylist.entries import Entry, write_entries
-from wit_builder.spark import run_spark_action, run_spark_stage
+from wit_builder.spark import run_spark_action, run_spark_stage, spark_schema
 from wit_builder.stats import StageStats
 
 if TYPE_CHECKING:
@@ -58,8 +58,8 @@ def count_dump(spark: SparkSession, paths: list[str], cfg: QueryListConfig) -> D
     def scan_partition(batches):  # closure keeps the Spark function picklable and small
         return scan.scan_batches(batches, max_keys)
 
-    partial = read_records(spark, paths, cfg.split_mb).mapInArrow(scan_partition,
-                                                                  scan.SPARK_SCHEMA)
+    partial = read_records(spark, paths, cfg.split_mb).mapInArrow(
+        scan_partition, spark_schema(scan.SCHEMA))
     summed = partial.groupBy("kind", "a", "b").agg(F.sum("n").alias("n"))
     return summed.persist(StorageLevel.MEMORY_AND_DISK)
 

@@ -30,7 +30,6 @@ from wit_builder.querylist.words import count_into
 
 SCHEMA = pa.schema([("kind", pa.string()), ("a", pa.string()), ("b", pa.string()),
                     ("n", pa.int64())])
-SPARK_SCHEMA = "kind string, a string, b string, n long"
 END_TAG = "</mediawiki>"
 
 
