@@ -8,7 +8,7 @@ its first word with "_" read as a space and the adjective position marker
 
 ``style="metaclip"`` names synsets as MetaCLIP's list does (nltk's ``synset.name()`` cut
 at its first "."): the first lemma lower-cased and cut at its first ".", so
-``St._John's_wort`` becomes ``st`` and ``.22-caliber`` becomes "" (dropped as invalid).
+``St._Petersburg`` becomes ``st`` and ``.22-caliber`` becomes "" (dropped as invalid).
 That gives MetaCLIP's 86,654 WordNet entries (with "0".."99"); the default keeps case
 and dots (87,379 distinct names), because entries match case-sensitively and a cut name
 matches text its synset never meant.
