@@ -229,17 +229,24 @@ def stage_command(name: str, config_cls: type[BaseModel], help_text: str,
 
 # ---- the stages -----------------------------------------------------------------------
 
-# name → (job module, help). Each job module has CONFIG and run(cfg) -> StageResult.
+# name → (config class, job module, help). Each job module has run(cfg) -> StageResult.
+# Config classes are imported when the CLI starts (cheap: pydantic only); job modules,
+# which import Spark and pyarrow machinery, only when their command runs.
 SPARK_STAGES = {
-    "querylist": ("wit_builder.querylist.querylist_job",
+    "querylist": ("wit_builder.querylist.configs:QueryListConfig",
+                  "wit_builder.querylist.querylist_job",
                   "Derive the query list from a Wikipedia dump, WordNet and pageviews."),
-    "extract": ("wit_builder.curate.extract_job",
+    "extract": ("wit_builder.curate.configs:ExtractConfig", "wit_builder.curate.extract_job",
                 "Extract English (image URL, alt-text) pairs from WARC/WAT files."),
-    "match": ("wit_builder.curate.match_job",
+    "match": ("wit_builder.curate.configs:MatchConfig", "wit_builder.curate.match_job",
               "Keep the pairs whose text contains a query entry (MetaCLIP rule)."),
-    "balance": ("wit_builder.curate.balance_job",
+    "balance": ("wit_builder.curate.configs:BalanceConfig", "wit_builder.curate.balance_job",
                 "Sub-sample matched pairs to at most ~t per entry (MetaCLIP balancing)."),
-    "curate": ("wit_builder.curate.curate_job", "Extract → match → balance in one Spark job."),
+    "curate": ("wit_builder.curate.configs:CurateConfig", "wit_builder.curate.curate_job",
+               "Extract → match → balance in one Spark job."),
+    "download": ("wit_builder.images.configs:DownloadConfig",
+                 "wit_builder.images.download_job",
+                 "Download the pairs' images into webdataset shards (img2dataset)."),
 }
 
 
@@ -250,13 +257,9 @@ def _job_runner(module: str) -> Callable[[Any], None]:
 
 
 def _register_spark_stages() -> None:
-    # Config classes are imported eagerly (cheap: pydantic only); the job modules, which
-    # import Spark and pyarrow machinery, only when a command runs.
-    configs = {"querylist": ("wit_builder.querylist.configs", "QueryListConfig")}
-    for name, (module, help_text) in SPARK_STAGES.items():
-        mod, cls = configs.get(name, ("wit_builder.curate.configs",
-                                      f"{name.capitalize()}Config"))
-        config_cls = getattr(importlib.import_module(mod), cls)
+    for name, (config_path, module, help_text) in SPARK_STAGES.items():
+        config_module, config_class = config_path.split(":")
+        config_cls = getattr(importlib.import_module(config_module), config_class)
         stage_command(name, config_cls, help_text, _job_runner(module))
 
 

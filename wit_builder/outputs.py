@@ -8,6 +8,11 @@ a different hash is refused unless `overwrite` is set.
 
 One writer per output directory: starting a run removes temporary siblings left by
 killed runs of the same output.
+
+Stages whose work is long and splits into pieces (image download) run `resumable`: their
+temporary sibling is named after the config hash (``.NAME.work-HASH``) and survives a
+failed or killed run, so a rerun with the same config finds the pieces already finished
+there (the stage decides which are); a run with another config removes it.
 """
 
 from __future__ import annotations
@@ -73,10 +78,25 @@ def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
     os.replace(tmp, path)
 
 
-def _remove_stale_temps(out_dir: Path) -> None:
-    for stale in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):
-        log.warning("removing leftover of an interrupted run: %s", stale)
-        shutil.rmtree(stale, ignore_errors=True)
+def _remove_stale_temps(out_dir: Path, keep: Path | None = None) -> None:
+    for pattern in (f".{out_dir.name}.tmp-*", f".{out_dir.name}.work-*"):
+        for stale in out_dir.parent.glob(pattern):
+            if stale != keep:
+                log.warning("removing leftover of an interrupted run: %s", stale)
+                shutil.rmtree(stale, ignore_errors=True)
+
+
+def _work_dir(out_dir: Path, chash: str, resumable: bool) -> Path:
+    """The temporary sibling a run writes into (see module docstring)."""
+    if resumable:
+        work = out_dir.parent / f".{out_dir.name}.work-{chash}"
+        if work.is_dir():
+            log.info("resuming the unfinished run in %s", work)
+        work.mkdir(exist_ok=True)
+        return work
+    work = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+    work.mkdir()
+    return work
 
 
 def _swap_into_place(tmp: Path, out_dir: Path) -> None:
@@ -105,12 +125,14 @@ def run_stage(
     cfg: StageConfig,
     inputs: list[Any],
     body: Callable[[Path], StageStats],
+    resumable: bool = False,
 ) -> StageResult:
     """Run `body(tmp_dir)` as an atomic, resumable stage writing to `cfg.out`.
 
     `body` writes its files into `tmp_dir` and returns its stats; this function writes
     `stats.json` and `_SUCCESS` and renames the directory into place. If `body` raises,
-    the temporary directory is removed and nothing at `cfg.out` changes.
+    nothing at `cfg.out` changes; the temporary directory is removed, unless the stage
+    is `resumable` (then a rerun with the same config continues in it).
     """
     out_dir = Path(cfg.out).absolute()
     chash = config_hash(stage, version, cfg, inputs)
@@ -118,9 +140,9 @@ def run_stage(
         log.info("%s: %s is complete for config %s; skipping", stage, out_dir, chash)
         return StageResult("skipped", out_dir, read_marker(out_dir) or {})
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(out_dir)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    keep = out_dir.parent / f".{out_dir.name}.work-{chash}" if resumable else None
+    _remove_stale_temps(out_dir, keep)
+    tmp = _work_dir(out_dir, chash, resumable)
     started = time.time()
     try:
         stats = body(tmp)
@@ -128,7 +150,8 @@ def run_stage(
         marker = write_marker(tmp, stage, chash, cfg, stats)
         _swap_into_place(tmp, out_dir)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not resumable:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
     stats.print()
     return StageResult("ran", out_dir, marker)

@@ -183,7 +183,8 @@ def read_error_cause(msg: str) -> str:
 
 def run_spark_stage(stage: str, version: int, cfg: SparkStageConfig, inputs: list[Any],
                     build: Callable[[Path, SparkSession], StageStats],
-                    spark: SparkSession | None = None) -> StageResult:
+                    spark: SparkSession | None = None, resumable: bool = False
+                    ) -> StageResult:
     """`outputs.run_stage` for a Spark stage: the session (`spark`, or one started from
     the config's master) is only created when the stage really runs, not when it skips."""
     from wit_builder.outputs import run_stage
@@ -191,4 +192,4 @@ def run_spark_stage(stage: str, version: int, cfg: SparkStageConfig, inputs: lis
     def body(tmp: Path) -> StageStats:
         return build(tmp, spark or get_spark(cfg.master, f"wit-{stage}", cfg.spark_conf))
 
-    return run_stage(stage, version, cfg, inputs, body)
+    return run_stage(stage, version, cfg, inputs, body, resumable)

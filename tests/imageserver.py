@@ -1,0 +1,168 @@
+"""A real HTTP server on 127.0.0.1 serving real images (scikit-image's sample photos)
+and every way a download can go wrong, for the download tests and the demo's tests.
+
+Paths (``ROUTES`` says each one's expected outcome):
+``/photo/NAME.FMT`` real photos as jpg/png/webp/gif; ``/cmyk.jpg``; ``/rotated.jpg``
+(EXIF orientation 6: stored 600×400, displayed 400×600); ``/missing.jpg`` 404;
+``/flaky.jpg`` 500 on the first request, then the image; ``/slow.jpg`` answers after
+`SLOW_SECONDS`; ``/redirect/3`` a chain of redirects to a photo; ``/to-private`` a
+redirect to 127.0.0.2 (refused); ``/optout.jpg`` ``X-Robots-Tag: noai``;
+``/truncated.jpg`` half a JPEG; ``/html.jpg`` HTML sent as image/jpeg; ``/bomb.png`` a
+PNG declaring 30000×30000 pixels; ``/small.png`` 16×16; ``/wide.jpg`` 1000×50.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import io
+import struct
+import threading
+import time
+import zlib
+from collections import Counter
+
+import numpy as np
+from PIL import Image
+
+SLOW_SECONDS = 4.0
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "camera",
+          "moon", "hubble_deep_field", "colorwheel", "coins", "brick", "grass", "gravel",
+          "clock", "page", "text")
+
+
+def photo(name: str) -> Image.Image:
+    """A real photo from scikit-image's bundled data, as RGB or L."""
+    import skimage.data
+
+    array = getattr(skimage.data, name)()
+    return Image.fromarray(array.astype(np.uint8) if array.dtype != np.uint8 else array)
+
+
+def encode(image: Image.Image, fmt: str, **kw) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format=fmt, **kw)
+    return out.getvalue()
+
+
+def bomb_png(width: int = 30000, height: int = 30000) -> bytes:
+    """A valid PNG header declaring `width`×`height` pixels, with almost no data."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b""))
+
+
+def rotated_jpeg() -> bytes:
+    """coffee (600×400) stored as is, with EXIF orientation 6 (rotate 90° clockwise)."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return encode(photo("coffee"), "JPEG", exif=exif.tobytes())
+
+
+def build_files() -> dict[str, tuple[str, bytes]]:
+    """path → (content type, body) of the static routes."""
+    files = {}
+    for i, name in enumerate(PHOTOS):
+        fmt = ("jpg", "png", "webp", "gif")[i % 4]
+        pil_fmt = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP", "gif": "GIF"}[fmt]
+        files[f"/photo/{name}.{fmt}"] = (f"image/{'jpeg' if fmt == 'jpg' else fmt}",
+                                         encode(photo(name), pil_fmt))
+    jpeg = encode(photo("chelsea"), "JPEG")
+    files["/cmyk.jpg"] = ("image/jpeg", encode(photo("astronaut").convert("CMYK"), "JPEG"))
+    files["/rotated.jpg"] = ("image/jpeg", rotated_jpeg())
+    files["/flaky.jpg"] = ("image/jpeg", jpeg)
+    files["/slow.jpg"] = ("image/jpeg", jpeg)
+    files["/optout.jpg"] = ("image/jpeg", jpeg)
+    files["/truncated.jpg"] = ("image/jpeg", encode(photo("rocket"), "JPEG")[:5000])
+    files["/html.jpg"] = ("image/jpeg", b"<!doctype html><html><body>Not found</body></html>")
+    files["/bomb.png"] = ("image/png", bomb_png())
+    files["/small.png"] = ("image/png", encode(photo("astronaut").resize((16, 16)), "PNG"))
+    files["/wide.jpg"] = ("image/jpeg", encode(photo("coffee").resize((1000, 50)), "JPEG"))
+    return files
+
+
+# path → expected outcome of a download that allows 127.0.0.1/32 with timeout < SLOW.
+ROUTES = {
+    **{f"/photo/{n}.{('jpg', 'png', 'webp', 'gif')[i % 4]}": "success"
+       for i, n in enumerate(PHOTOS)},
+    "/cmyk.jpg": "success", "/rotated.jpg": "success", "/flaky.jpg": "success",
+    "/redirect/3": "success", "/missing.jpg": "http_4xx", "/slow.jpg": "timeout",
+    "/to-private": "blocked_address", "/optout.jpg": "opted_out",
+    "/truncated.jpg": "decode_error", "/html.jpg": "not_an_image", "/bomb.png": "too_large",
+    "/small.png": "too_small", "/wide.jpg": "bad_aspect",
+}
+
+
+class ImageServer:
+    """The server (threaded; started on creation, stopped by `close`). `requests` counts
+    the requests each path received."""
+
+    def __init__(self, hold: str | None = None) -> None:
+        self.files = build_files()
+        self.requests: Counter[str] = Counter()
+        self.arrived, self.released = threading.Event(), threading.Event()
+        self.hold = hold
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                server.requests[self.path] += 1
+                server.respond(self)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.http = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.http.daemon_threads = True
+        self.port = self.http.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    def respond(self, h: http.server.BaseHTTPRequestHandler) -> None:
+        path = h.path
+        if path == self.hold and not self.released.is_set():
+            self.arrived.set()
+            self.released.wait()
+        if path.startswith("/redirect/"):
+            hops = int(path.rsplit("/", 1)[1])
+            target = f"/redirect/{hops - 1}" if hops > 1 else "/photo/astronaut.jpg"
+            return self.redirect(h, target)
+        if path == "/to-private":
+            return self.redirect(h, f"http://127.0.0.2:{self.port}/photo/astronaut.jpg")
+        if path == "/flaky.jpg" and self.requests[path] == 1:
+            return self.send(h, 500, "text/plain", b"try again")
+        if path == "/slow.jpg":
+            time.sleep(SLOW_SECONDS)
+        if path not in self.files:
+            return self.send(h, 404, "text/plain", b"not found")
+        ctype, body = self.files[path]
+        extra = {"X-Robots-Tag": "noai"} if path == "/optout.jpg" else {}
+        return self.send(h, 200, ctype, body, extra)
+
+    @staticmethod
+    def send(h, code: int, ctype: str, body: bytes, headers: dict | None = None) -> None:
+        h.send_response(code)
+        h.send_header("Content-Type", ctype)
+        h.send_header("Content-Length", str(len(body)))
+        for key, value in (headers or {}).items():
+            h.send_header(key, value)
+        h.end_headers()
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            h.wfile.write(body)  # fails when the client gave up (the timeout case)
+
+    @staticmethod
+    def redirect(h, location: str) -> None:
+        h.send_response(302)
+        h.send_header("Location", location)
+        h.send_header("Content-Length", "0")
+        h.end_headers()
+
+    def release(self) -> None:
+        self.released.set()
+
+    def close(self) -> None:
+        self.release()
+        self.http.shutdown()

@@ -1,0 +1,163 @@
+"""`wit download` against a real HTTP server on 127.0.0.1 serving real photos and every
+way a download fails (`tests/imageserver.py`)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from tests.builders import repo_env, wait_for_event
+from tests.imageserver import ROUTES, ImageServer
+from wit_builder.curate.pairs import ENTRY_IDS, KEEP_PROB, PAIR_SCHEMA, PAIRS_FILE
+from wit_builder.images import download_job
+from wit_builder.images.configs import DownloadConfig
+
+LOOPBACK = ["127.0.0.1/32"]
+
+
+def write_pairs(directory: Path, urls: list[str]) -> Path:
+    """A balance-stage output holding one pair per URL (uid i, caption naming the URL)."""
+    rows = {name: [None] * len(urls) for name in PAIR_SCHEMA.names}
+    rows.update(uid=[f"{i:024x}" for i in range(len(urls))], url=urls,
+                text=[f"a picture from {u.rsplit('/', 1)[-1]}" for u in urls],
+                page_url=[f"http://example.com/page{i}.html" for i in range(len(urls))])
+    table = pa.table(rows, schema=PAIR_SCHEMA)
+    table = table.append_column(ENTRY_IDS, pa.array([[i % 7] for i in range(len(urls))],
+                                                    ENTRY_IDS.type))
+    table = table.append_column(KEEP_PROB, pa.array([1.0] * len(urls), pa.float64()))
+    (directory / PAIRS_FILE).mkdir(parents=True)
+    pq.write_table(table, directory / PAIRS_FILE / "part-0.parquet")
+    return directory
+
+
+def samples(out: Path) -> dict[str, dict]:
+    """{uid: {"jpg": bytes, "txt": str, "json": dict, "key": str}} over all shards."""
+    found: dict[str, dict] = {}
+    for shard in sorted(out.glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            members: dict[str, dict] = {}
+            for m in tar.getmembers():
+                key, ext = m.name.split(".", 1)
+                members.setdefault(key, {"key": key})[ext] = tar.extractfile(m).read()
+        for sample in members.values():
+            meta = json.loads(sample["json"])
+            assert meta["uid"] not in found, f"{meta['uid']} twice"
+            found[meta["uid"]] = {**sample, "json": meta, "txt": sample["txt"].decode()}
+    return found
+
+
+@pytest.fixture(scope="module")
+def server():
+    srv = ImageServer()
+    yield srv
+    srv.close()
+
+
+@pytest.fixture(scope="module")
+def downloaded(server, spark, tmp_path_factory):
+    root = tmp_path_factory.mktemp("download")
+    urls = [server.url + path for path in ROUTES]
+    cfg = DownloadConfig(pairs=write_pairs(root / "balance", urls), out=root / "download",
+                         allow_network=LOOPBACK, timeout=1.5, samples_per_shard=8)
+    return download_job.run(cfg, spark), urls
+
+
+def test_every_row_ends_in_a_shard_or_in_failures_with_its_reason(downloaded, server):
+    result, urls = downloaded
+    out = result.out_dir
+    failures = {r["url"]: r for r in pq.read_table(out / "failures.parquet").to_pylist()}
+    kept = samples(out)
+    kept_urls = {s["json"]["url"] for s in kept.values()}
+    for path, expected in ROUTES.items():
+        url = server.url + path
+        got = "success" if url in kept_urls else failures[url]["reason"]
+        assert got == expected, (path, failures.get(url))
+    assert not kept_urls & set(failures)  # exactly one place each
+    assert len(kept) + len(failures) == len(urls)
+    stats = result.marker["stats"]
+    assert stats["rows_in"] == len(urls) and stats["rows_out"] == len(kept)
+    assert stats["rows_in"] - sum(stats["drops"].values()) == stats["rows_out"]
+    assert failures[server.url + "/missing.jpg"]["http_status"] == 404
+    assert server.requests["/flaky.jpg"] == 2  # a 500, retried, then the image
+    assert len(list(out.glob("*_stats.json"))) == stats["shards"] == 4
+
+
+def test_samples_are_upright_rgb_resized_and_carry_the_pair(downloaded, server):
+    result, _ = downloaded
+    by_url = {s["json"]["url"]: s for s in samples(result.out_dir).values()}
+    rotated = by_url[server.url + "/rotated.jpg"]
+    meta = rotated["json"]
+    assert (meta["original_width"], meta["original_height"]) == (400, 600)  # upright
+    assert (meta["width"], meta["height"]) == (256, 384)  # short side 256
+    cmyk = Image.open(io.BytesIO(by_url[server.url + "/cmyk.jpg"]["jpg"]))
+    assert cmyk.mode == "RGB" and min(cmyk.size) == 256
+    small = by_url[server.url + "/photo/colorwheel.jpg"]["json"]
+    assert min(small["width"], small["height"]) == 256
+    assert meta["uid"] and meta["page_url"].startswith("http://example.com/")
+    assert meta["entry_ids"] and meta["keep_prob"] == 1.0
+    assert rotated["txt"] == "a picture from rotated.jpg" and meta["caption"] == rotated["txt"]
+    assert len(meta["sha256"]) == 64
+
+
+def test_private_addresses_and_other_schemes_are_refused_by_default(server, tmp_path):
+    """No --allow-network: every spelling of 127.0.0.1 is refused on the address it
+    resolves to, and the server never sees a request (multiprocessing workers)."""
+    port = server.port
+    urls = [f"http://127.0.0.1:{port}/photo/astronaut.jpg",
+            f"http://localhost:{port}/photo/chelsea.png",
+            f"http://2130706433:{port}/photo/coffee.webp",
+            f"http://0x7f.1:{port}/photo/rocket.gif",
+            f"http://[::ffff:127.0.0.1]:{port}/photo/camera.png",
+            "file:///etc/hostname", "ftp://127.0.0.1/x.jpg"]
+    before = sum(server.requests.values())
+    cfg = DownloadConfig(pairs=write_pairs(tmp_path / "balance", urls), out=tmp_path / "d",
+                         distributor="multiprocessing", processes=2, timeout=2)
+    result = download_job.run(cfg)
+    reasons = {r["url"]: r["reason"] for r in
+               pq.read_table(result.out_dir / "failures.parquet").to_pylist()}
+    assert reasons == {u: "blocked_address" if u.startswith("http") else "blocked_scheme"
+                       for u in urls}
+    assert sum(server.requests.values()) == before
+    assert result.marker["stats"]["rows_out"] == 0
+
+
+def test_killed_download_resumes_keeping_finished_shards(tmp_path):
+    """SIGKILL while shard 1 waits on a held request; the rerun keeps shard 0 as it was,
+    redoes the others, and every pair is in exactly one place."""
+    server = ImageServer(hold="/photo/coins.png")
+    try:
+        urls = [server.url + p for p in ROUTES if ROUTES[p] == "success"]
+        pairs = write_pairs(tmp_path / "balance", urls)
+        args = [sys.executable, "-m", "wit_builder.cli", "download", "--pairs", str(pairs),
+                "--out", str(tmp_path / "download"), "--allow-network", LOOPBACK[0],
+                "--samples-per-shard", "5", "--master", "local[1]", "--threads", "2"]
+        proc = subprocess.Popen(args, env=repo_env(), start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_event(server.arrived, proc)
+        work = next(tmp_path.glob(".download.work-*"))
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        finished = {p.name for p in work.glob("*_stats.json")}
+        kept = {p.name: p.stat().st_mtime_ns for p in work.glob("*.tar")
+                if f"{p.stem}_stats.json" in finished}
+        assert set(kept) == {"00000.tar"}  # one task at a time: shard 0 done, 1 held
+        server.release()
+        subprocess.run(args, env=repo_env(), check=True, capture_output=True)
+        out = tmp_path / "download"
+        assert {name: (out / name).stat().st_mtime_ns for name in kept} == kept
+        got = samples(out)
+        assert sorted(s["json"]["url"] for s in got.values()) == sorted(urls)
+        assert not list(tmp_path.glob(".download.work-*"))
+    finally:
+        server.close()

@@ -1,0 +1,58 @@
+"""The configurations of stage 4: `wit download` and `wit shards`.
+
+Each field's description is also its command-line help (`cli.stage_command`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, field_validator
+
+from wit_builder.config import SparkStageConfig
+from wit_builder.images.decode import ResizeMode
+
+
+class DownloadConfig(SparkStageConfig):
+    """Parameters of `wit download`."""
+
+    RUNTIME_FIELDS: ClassVar[frozenset[str]] = SparkStageConfig.RUNTIME_FIELDS | {
+        "threads", "processes", "distributor"}
+
+    pairs: Path = Field(description="balance or curate output dir (or a pairs dataset)")
+    image_size: int = Field(256, ge=8, description="short side after resizing (never "
+                            "enlarged)")
+    resize_mode: ResizeMode = Field("keep_ratio", description="keep_ratio: short side = "
+                                    "image_size; center_crop: then the centre square; "
+                                    "no: original size")
+    min_image_size: int = Field(32, ge=1, description="smallest short side kept (pixels)")
+    max_aspect_ratio: float = Field(10.0, ge=1.0, description="largest long/short side "
+                                    "ratio kept")
+    max_pixels: int = Field(50_000_000, ge=1, description="largest declared pixel count "
+                            "decoded (decompression bombs)")
+    samples_per_shard: int = Field(10_000, ge=1, description="input rows per shard")
+    timeout: float = Field(10.0, gt=0, description="seconds per HTTP request")
+    retries: int = Field(1, ge=0, description="extra attempts per failed URL")
+    respect_opt_out: bool = Field(True, description="skip images whose X-Robots-Tag says "
+                                  "noai, noimageai, noindex or noimageindex")
+    allow_network: list[str] = Field([], description="CIDR that may be fetched from "
+                                     "although private (e.g. 127.0.0.1/32)")
+    threads: int = Field(16, ge=1, description="download threads per task")
+    distributor: Literal["pyspark", "multiprocessing"] = Field(
+        "pyspark", description="run shard tasks on Spark or on a local process pool")
+    processes: int = Field(os.cpu_count() or 1, ge=1,
+                           description="processes of the multiprocessing distributor")
+
+    @field_validator("allow_network", mode="before")
+    @classmethod
+    def _cidrs(cls, value: Any) -> Any:
+        values = [value] if isinstance(value, str) else value
+        for cidr in values or []:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as e:
+                raise ValueError(f"{cidr!r} is not an address range ({e})") from None
+        return values

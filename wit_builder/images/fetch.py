@@ -1,0 +1,208 @@
+"""Downloading pairs' images into webdataset shards with img2dataset's `Downloader`.
+
+The pairs are split into input shards of `samples_per_shard` rows in uid order
+(`plan_shards`), so shard contents do not depend on how Spark laid out its files. Each
+input shard is one task: the task installs the network guard (`netguard`) in its process
+and hands the shard to img2dataset's `Downloader`, which fetches with a thread pool, runs
+our `decode.Resizer`, and writes ``NNNNN.tar`` (successes), ``NNNNN.parquet`` (every row
+with its status and error) and, last, ``NNNNN_stats.json``. That file is the shard's
+completion mark: on a rerun shards that have it are kept, the others are redone from
+scratch (their partial files removed first), so no truncated tar and no sample twice.
+
+Tasks run on Spark (one partition per shard) or on a local process pool.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from wit_builder.images import netguard
+from wit_builder.images.decode import Resizer
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+# albumentations (imported by img2dataset) checks online for updates unless told not to.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+INPUTS_DIR = "_inputs"
+# Pair columns copied into each sample's .json (those the input has).
+CARRIED = ("uid", "entry_ids", "keep_prob", "page_url")
+OPT_OUT_DIRECTIVES = ("noai", "noimageai", "noindex", "noimageindex")
+USER_AGENT_TOKEN = "wit-builder"
+SHARD_DIGITS = 5
+
+
+@dataclass(frozen=True)
+class FetchSettings:
+    """Everything a download task needs (picklable: it travels to Spark workers)."""
+
+    output_folder: str
+    resizer: Resizer
+    columns: tuple[str, ...]
+    samples_per_shard: int
+    threads: int = 16
+    timeout: float = 10.0
+    retries: int = 1
+    respect_opt_out: bool = True
+    allow_network: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def shard_name(shard_id: int) -> str:
+    return f"{shard_id:0{SHARD_DIGITS}d}"
+
+
+def plan_shards(pairs: pa.Table, samples_per_shard: int) -> list[pa.Table]:
+    """The input rows in uid order, cut into shards: url, caption and the carried
+    columns."""
+    carried = [c for c in CARRIED if c in pairs.column_names]
+    table = pairs.select(["url", "text", *carried]).rename_columns(
+        ["url", "caption", *carried]).sort_by("uid")
+    return [table.slice(i, samples_per_shard)
+            for i in range(0, table.num_rows, samples_per_shard)]
+
+
+def done_shards(work: Path) -> set[int]:
+    """Shards whose completion mark (img2dataset's ``NNNNN_stats.json``) exists."""
+    return {int(p.name.split("_")[0]) for p in work.glob("*_stats.json")}
+
+
+def clear_partial(work: Path, shard_id: int) -> None:
+    """Remove what a killed task left of a shard."""
+    for suffix in (".tar", ".parquet"):
+        (work / f"{shard_name(shard_id)}{suffix}").unlink(missing_ok=True)
+
+
+def write_inputs(work: Path, shards: list[pa.Table], todo: Iterable[int]) -> list[tuple[int, str]]:
+    """Write the input shards still to do as Arrow IPC files (what `Downloader` reads)."""
+    folder = work / INPUTS_DIR
+    folder.mkdir(exist_ok=True)
+    out = []
+    for shard_id in todo:
+        path = folder / f"{shard_name(shard_id)}.feather"
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, shards[shard_id].schema) \
+                as writer:
+            writer.write_table(shards[shard_id])
+        out.append((shard_id, str(path)))
+    return out
+
+
+def make_downloader(settings: FetchSettings) -> Any:
+    """img2dataset's `Downloader`, configured from `settings`."""
+    from img2dataset.downloader import Downloader
+    from img2dataset.writer import WebDatasetSampleWriter
+
+    return Downloader(
+        sample_writer_class=WebDatasetSampleWriter, resizer=settings.resizer,
+        thread_count=settings.threads, save_caption=True, extract_exif=False,
+        output_folder=settings.output_folder, column_list=list(settings.columns),
+        timeout=settings.timeout, number_sample_per_shard=settings.samples_per_shard,
+        oom_shard_count=SHARD_DIGITS, compute_hash="sha256", verify_hash_type=None,
+        encode_format="jpg", retries=settings.retries, user_agent_token=USER_AGENT_TOKEN,
+        disallowed_header_directives=list(OPT_OUT_DIRECTIVES)
+        if settings.respect_opt_out else None)
+
+
+def fetch_shards(shards: Iterable[tuple[int, str]], settings: FetchSettings
+                 ) -> Iterator[tuple[int, bool]]:
+    """Download each (shard id, input file) in this process: (shard id, finished)."""
+    os.environ.update(settings.env)
+    netguard.install(settings.allow_network)
+    downloader = make_downloader(settings)
+    for shard_id, path in shards:
+        clear_partial(Path(settings.output_folder), shard_id)
+        ok, _ = downloader((shard_id, path))
+        yield shard_id, ok
+
+
+def run_on_spark(spark: SparkSession, shards: list[tuple[int, str]],
+                 settings: FetchSettings) -> list[tuple[int, bool]]:
+    """One Spark task per shard."""
+    rdd = spark.sparkContext.parallelize(shards, max(1, len(shards)))
+    return rdd.mapPartitions(lambda part: fetch_shards(part, settings)).collect()
+
+
+def _fetch_one(args: tuple[tuple[int, str], FetchSettings]) -> tuple[int, bool]:
+    shard, settings = args
+    return next(fetch_shards([shard], settings))
+
+
+def run_on_processes(shards: list[tuple[int, str]], settings: FetchSettings,
+                     processes: int) -> list[tuple[int, bool]]:
+    """One shard at a time per process of a local pool (spawned: no forked threads)."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(max(1, processes)) as pool:
+        return list(pool.imap_unordered(_fetch_one, [(s, settings) for s in shards]))
+
+
+class ProgressWatch:
+    """Follows the shards' stats files while tasks run: images done, success rate,
+    images per second, shown with rich."""
+
+    def __init__(self, work: Path, total: int, already: int) -> None:
+        self.work, self.total, self.already = work, total, already
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def counts(self) -> tuple[int, int]:
+        """(rows done, successes) over the finished shards."""
+        done = ok = 0
+        for path in self.work.glob("*_stats.json"):
+            try:
+                stats = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            done += stats.get("count", 0)
+            ok += stats.get("successes", 0)
+        return done, ok
+
+    def _run(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        columns = (TextColumn("download"), BarColumn(), TextColumn("{task.completed:,}/"
+                   "{task.total:,} images"), TextColumn("{task.fields[rate]}"),
+                   TimeRemainingColumn())
+        started = time.monotonic()
+        with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+            task = progress.add_task("download", total=self.total, rate="")
+            while not self.stop.wait(1.0):
+                done, ok = self.counts()
+                speed = (done - self.already) / max(1e-9, time.monotonic() - started)
+                rate = f"{ok / done:.0%} ok, {speed:.0f} img/s" if done else ""
+                progress.update(task, completed=done, rate=rate)
+
+    def __enter__(self) -> ProgressWatch:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def read_outcomes(work: Path, shard_ids: Iterable[int]) -> pa.Table:
+    """Every input row's outcome: img2dataset's per-shard Parquet files concatenated."""
+    tables = [pq.read_table(work / f"{shard_name(s)}.parquet") for s in sorted(shard_ids)]
+    return pa.concat_tables(tables, promote_options="default")
+
+
+def oom_samples(samples_per_shard: int) -> int:
+    return math.ceil(math.log10(samples_per_shard))
+
+
+def successes(outcomes: pa.Table) -> pa.Table:
+    return outcomes.filter(pc.equal(outcomes["status"], "success"))

@@ -1,0 +1,151 @@
+"""Never fetch from private networks: a urllib opener that connects only to public
+addresses, unless a range is explicitly allowed.
+
+img2dataset fetches every image with ``urllib.request.urlopen``, which uses the opener
+installed in its process; `install` puts this one there in every download worker. The
+check is made on the address a connection really goes to, not on the URL's spelling:
+
+* the host is resolved once (`socket.getaddrinfo`), every address it resolves to is
+  checked, and the socket connects to a checked address (no second lookup that a DNS
+  answer could change); the peer address of the connected socket is checked again;
+* so a name that resolves to 127.0.0.1, numeric spellings (``http://2130706433/``,
+  ``http://0x7f.1/``), IPv4-mapped IPv6 (``::ffff:127.0.0.1``) and redirects (each hop
+  opens a new connection through the same code) are all caught;
+* refused: every address that is not globally routable (loopback, private, link-local,
+  shared, reserved, documentation, unspecified) and multicast, IPv4 and IPv6, unless it
+  lies in an allowed network (``--allow-network CIDR``);
+* only http and https: ``file:``, ``ftp:`` and ``data:`` URLs are refused; proxies from
+  the environment are not used (through a proxy the real destination cannot be checked).
+
+A refused connection raises `BlockedAddress`, whose message starts with
+``blocked_address`` (or ``blocked_scheme``), the reason the failure is counted under.
+"""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import socket
+import urllib.request
+from collections.abc import Iterable
+from typing import Any
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class BlockedAddress(OSError):
+    """A connection the guard refused; the message starts with the drop reason."""
+
+
+def parse_networks(cidrs: Iterable[str]) -> tuple[Network, ...]:
+    """Allowed networks from CIDR strings (``127.0.0.1/32``); `ValueError` if malformed."""
+    return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
+
+
+def _unmapped(ip: Address) -> Address:
+    """The IPv4 address inside an IPv4-mapped or 6to4/NAT64-style IPv6 address."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def is_refused(ip: Address, allowed: tuple[Network, ...]) -> bool:
+    """True if `ip` may not be connected to (see module docstring)."""
+    ip = _unmapped(ip)
+    if any(ip in net for net in allowed if net.version == ip.version):
+        return False
+    return ip.is_multicast or not ip.is_global
+
+
+def guarded_connection(allowed: tuple[Network, ...]) -> Any:
+    """A drop-in for `socket.create_connection` that only connects to permitted
+    addresses (see module docstring)."""
+
+    def create_connection(address: tuple[str, int], timeout: Any = socket._GLOBAL_DEFAULT_TIMEOUT,
+                          source_address: Any = None, **_: Any) -> socket.socket:
+        host, port = address
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        permitted = [i for i in infos if not is_refused(ipaddress.ip_address(
+            i[4][0].split("%")[0]), allowed)]
+        if not permitted:
+            shown = ", ".join(sorted({i[4][0] for i in infos}))
+            raise BlockedAddress(f"blocked_address: {host} is {shown}, not a public address")
+        error: OSError | None = None
+        for family, kind, proto, _, sockaddr in permitted:
+            sock = socket.socket(family, kind, proto)
+            try:
+                if timeout is not socket._GLOBAL_DEFAULT_TIMEOUT:
+                    sock.settimeout(timeout)
+                if source_address:
+                    sock.bind(source_address)
+                sock.connect(sockaddr)
+            except OSError as e:
+                sock.close()
+                error = e
+                continue
+            peer = ipaddress.ip_address(sock.getpeername()[0].split("%")[0])
+            if is_refused(peer, allowed):  # never happens unless the resolver lied
+                sock.close()
+                raise BlockedAddress(f"blocked_address: connected to {peer}")
+            return sock
+        assert error is not None
+        raise error
+
+    return create_connection
+
+
+def _connection_classes(allowed: tuple[Network, ...]) -> tuple[type, type]:
+    create = guarded_connection(allowed)
+
+    # http.client sets `_create_connection` per instance in __init__, so it is replaced
+    # there (a class attribute would be shadowed).
+    class GuardedHTTP(http.client.HTTPConnection):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._create_connection = create
+
+    class GuardedHTTPS(http.client.HTTPSConnection):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._create_connection = create
+
+    return GuardedHTTP, GuardedHTTPS
+
+
+def _refuse_scheme(self: Any, req: urllib.request.Request) -> None:
+    raise urllib.request.URLError(BlockedAddress(
+        f"blocked_scheme: {req.type} URLs are not fetched"))
+
+
+class _NoFile(urllib.request.FileHandler):
+    file_open = _refuse_scheme
+
+
+class _NoFTP(urllib.request.FTPHandler):
+    ftp_open = _refuse_scheme
+
+
+class _NoData(urllib.request.DataHandler):
+    data_open = _refuse_scheme
+
+
+def build_opener(allowed: tuple[Network, ...] = ()) -> urllib.request.OpenerDirector:
+    """A urllib opener that fetches http(s) from permitted addresses only."""
+    http_cls, https_cls = _connection_classes(allowed)
+
+    class Http(urllib.request.HTTPHandler):
+        def http_open(self, req: urllib.request.Request) -> Any:
+            return self.do_open(http_cls, req)
+
+    class Https(urllib.request.HTTPSHandler):
+        def https_open(self, req: urllib.request.Request) -> Any:
+            return self.do_open(https_cls, req, context=self._context)
+
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}), Http(), Https(),
+                                       _NoFile(), _NoFTP(), _NoData())
+
+
+def install(allowed_cidrs: Iterable[str] = ()) -> None:
+    """Make every ``urllib.request.urlopen`` of this process go through the guard."""
+    urllib.request.install_opener(build_opener(parse_networks(allowed_cidrs)))
