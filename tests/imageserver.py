@@ -9,6 +9,8 @@ Paths (``ROUTES`` says each one's expected outcome):
 redirect to 127.0.0.2 (refused); ``/optout.jpg`` ``X-Robots-Tag: noai``;
 ``/truncated.jpg`` half a JPEG; ``/html.jpg`` HTML sent as image/jpeg; ``/bomb.png`` a
 PNG declaring 30000×30000 pixels; ``/small.png`` 16×16; ``/wide.jpg`` 1000×50.
+``/copy/...`` (`COPIES`) are copies of photos: re-encoded at JPEG quality 40, resized,
+shifted by one pixel, byte-identical.
 """
 
 from __future__ import annotations
@@ -16,16 +18,24 @@ from __future__ import annotations
 import contextlib
 import http.server
 import io
+import json
 import struct
+import tarfile
 import threading
 import time
 import zlib
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 from PIL import Image
 
+from wit_builder.curate.pairs import ENTRY_IDS, KEEP_PROB, PAIR_SCHEMA, PAIRS_FILE
+
 SLOW_SECONDS = 4.0
+LOOPBACK = ["127.0.0.1/32"]  # what downloads from this server must be allowed
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "camera",
           "moon", "hubble_deep_field", "colorwheel", "coins", "brick", "grass", "gravel",
           "clock", "page", "text")
@@ -62,6 +72,30 @@ def rotated_jpeg() -> bytes:
     return encode(photo("coffee"), "JPEG", exif=exif.tobytes())
 
 
+# copy path → the photo path it copies
+COPIES = {
+    "/copy/astronaut-q40.jpg": "/photo/astronaut.jpg",
+    "/copy/astronaut-300.jpg": "/photo/astronaut.jpg",
+    "/copy/chelsea-shift.png": "/photo/chelsea.png",
+    "/copy/rocket-q40.jpg": "/photo/rocket.gif",
+    "/copy/coffee-same.webp": "/photo/coffee.webp",
+}
+
+
+def copy_files(files: dict[str, tuple[str, bytes]]) -> dict[str, tuple[str, bytes]]:
+    """The `COPIES`, made from the photos."""
+    astronaut, chelsea, rocket = photo("astronaut"), photo("chelsea"), photo("rocket")
+    return {
+        "/copy/astronaut-q40.jpg": ("image/jpeg", encode(astronaut, "JPEG", quality=40)),
+        "/copy/astronaut-300.jpg": ("image/jpeg", encode(astronaut.resize((300, 300)),
+                                                         "JPEG")),
+        "/copy/chelsea-shift.png": ("image/png", encode(chelsea.crop(
+            (1, 0, chelsea.width, chelsea.height)), "PNG")),
+        "/copy/rocket-q40.jpg": ("image/jpeg", encode(rocket, "JPEG", quality=40)),
+        "/copy/coffee-same.webp": files["/photo/coffee.webp"],
+    }
+
+
 def build_files() -> dict[str, tuple[str, bytes]]:
     """path → (content type, body) of the static routes."""
     files = {}
@@ -81,6 +115,7 @@ def build_files() -> dict[str, tuple[str, bytes]]:
     files["/bomb.png"] = ("image/png", bomb_png())
     files["/small.png"] = ("image/png", encode(photo("astronaut").resize((16, 16)), "PNG"))
     files["/wide.jpg"] = ("image/jpeg", encode(photo("coffee").resize((1000, 50)), "JPEG"))
+    files.update(copy_files(files))
     return files
 
 
@@ -166,3 +201,34 @@ class ImageServer:
     def close(self) -> None:
         self.release()
         self.http.shutdown()
+
+
+def write_pairs(directory: Path, urls: list[str]) -> Path:
+    """A balance-stage output holding one pair per URL (uid i, caption naming the URL)."""
+    rows = {name: [None] * len(urls) for name in PAIR_SCHEMA.names}
+    rows.update(uid=[f"{i:024x}" for i in range(len(urls))], url=urls,
+                text=[f"a picture from {u.rsplit('/', 1)[-1]}" for u in urls],
+                page_url=[f"http://example.com/page{i}.html" for i in range(len(urls))])
+    table = pa.table(rows, schema=PAIR_SCHEMA)
+    table = table.append_column(ENTRY_IDS, pa.array([[i % 7] for i in range(len(urls))],
+                                                    ENTRY_IDS.type))
+    table = table.append_column(KEEP_PROB, pa.array([1.0] * len(urls), pa.float64()))
+    (directory / PAIRS_FILE).mkdir(parents=True)
+    pq.write_table(table, directory / PAIRS_FILE / "part-0.parquet")
+    return directory
+
+
+def samples(out: Path) -> dict[str, dict]:
+    """{uid: {"jpg": bytes, "txt": str, "json": dict, "key": str}} over all shards."""
+    found: dict[str, dict] = {}
+    for shard in sorted(out.glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            members: dict[str, dict] = {}
+            for m in tar.getmembers():
+                key, ext = m.name.split(".", 1)
+                members.setdefault(key, {"key": key})[ext] = tar.extractfile(m).read()
+        for sample in members.values():
+            meta = json.loads(sample["json"])
+            assert meta["uid"] not in found, f"{meta['uid']} twice"
+            found[meta["uid"]] = {**sample, "json": meta, "txt": sample["txt"].decode()}
+    return found

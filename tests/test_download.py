@@ -4,57 +4,19 @@ way a download fails (`tests/imageserver.py`)."""
 from __future__ import annotations
 
 import io
-import json
 import os
 import signal
 import subprocess
 import sys
-import tarfile
-from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
 from tests.builders import repo_env, wait_for_event
-from tests.imageserver import ROUTES, ImageServer
-from wit_builder.curate.pairs import ENTRY_IDS, KEEP_PROB, PAIR_SCHEMA, PAIRS_FILE
+from tests.imageserver import LOOPBACK, ROUTES, ImageServer, samples, write_pairs
 from wit_builder.images import download_job
 from wit_builder.images.configs import DownloadConfig
-
-LOOPBACK = ["127.0.0.1/32"]
-
-
-def write_pairs(directory: Path, urls: list[str]) -> Path:
-    """A balance-stage output holding one pair per URL (uid i, caption naming the URL)."""
-    rows = {name: [None] * len(urls) for name in PAIR_SCHEMA.names}
-    rows.update(uid=[f"{i:024x}" for i in range(len(urls))], url=urls,
-                text=[f"a picture from {u.rsplit('/', 1)[-1]}" for u in urls],
-                page_url=[f"http://example.com/page{i}.html" for i in range(len(urls))])
-    table = pa.table(rows, schema=PAIR_SCHEMA)
-    table = table.append_column(ENTRY_IDS, pa.array([[i % 7] for i in range(len(urls))],
-                                                    ENTRY_IDS.type))
-    table = table.append_column(KEEP_PROB, pa.array([1.0] * len(urls), pa.float64()))
-    (directory / PAIRS_FILE).mkdir(parents=True)
-    pq.write_table(table, directory / PAIRS_FILE / "part-0.parquet")
-    return directory
-
-
-def samples(out: Path) -> dict[str, dict]:
-    """{uid: {"jpg": bytes, "txt": str, "json": dict, "key": str}} over all shards."""
-    found: dict[str, dict] = {}
-    for shard in sorted(out.glob("*.tar")):
-        with tarfile.open(shard) as tar:
-            members: dict[str, dict] = {}
-            for m in tar.getmembers():
-                key, ext = m.name.split(".", 1)
-                members.setdefault(key, {"key": key})[ext] = tar.extractfile(m).read()
-        for sample in members.values():
-            meta = json.loads(sample["json"])
-            assert meta["uid"] not in found, f"{meta['uid']} twice"
-            found[meta["uid"]] = {**sample, "json": meta, "txt": sample["txt"].decode()}
-    return found
 
 
 @pytest.fixture(scope="module")

@@ -247,6 +247,8 @@ SPARK_STAGES = {
     "download": ("wit_builder.images.configs:DownloadConfig",
                  "wit_builder.images.download_job",
                  "Download the pairs' images into webdataset shards (img2dataset)."),
+    "shards": ("wit_builder.images.configs:ShardsConfig", "wit_builder.images.shards_job",
+               "Remove exact and near-duplicate images; write the final shards."),
 }
 
 

@@ -56,3 +56,14 @@ class DownloadConfig(SparkStageConfig):
             except ValueError as e:
                 raise ValueError(f"{cidr!r} is not an address range ({e})") from None
         return values
+
+
+class ShardsConfig(SparkStageConfig):
+    """Parameters of `wit shards`."""
+
+    images: Path = Field(description="`wit download` output dir (webdataset .tar shards)")
+    max_distance: int = Field(4, ge=0, le=31, description="pHash Hamming distance at or "
+                              "below which two images are near duplicates")
+    samples_per_shard: int = Field(10_000, ge=1, description="samples per final shard")
+    bucket_cap: int = Field(1000, ge=2, description="largest band bucket expanded into "
+                            "pairs (larger: blank images; matched on equal hashes only)")

@@ -1,0 +1,95 @@
+"""`wit shards` on images downloaded from the real image server: near duplicates go,
+distinct photos stay, and the banding join equals faiss' brute force."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from tests.imageserver import COPIES, LOOPBACK, PHOTOS, ImageServer, write_pairs
+from wit_builder.images import dedup, download_job, shards_job
+from wit_builder.images.configs import DownloadConfig, ShardsConfig
+
+
+@pytest.fixture(scope="module")
+def shards(spark, tmp_path_factory):
+    """Photos and their copies downloaded, then `wit shards` with 6 samples a shard."""
+    root = tmp_path_factory.mktemp("shards")
+    server = ImageServer()
+    try:
+        paths = [f"/photo/{n}.{('jpg', 'png', 'webp', 'gif')[i % 4]}"
+                 for i, n in enumerate(PHOTOS)] + list(COPIES)
+        pairs = write_pairs(root / "balance", [server.url + p for p in paths])
+        downloaded = download_job.run(DownloadConfig(
+            pairs=pairs, out=root / "download", allow_network=LOOPBACK,
+            samples_per_shard=7), spark)
+    finally:
+        server.close()
+    assert downloaded.marker["stats"]["rows_out"] == len(paths)
+    cfg = ShardsConfig(images=root / "download", out=root / "shards", samples_per_shard=6)
+    return shards_job.run(cfg, spark), server.url
+
+
+def test_copies_are_removed_and_distinct_photos_kept(shards):
+    result, url = shards
+    out = result.out_dir
+    manifest = pq.read_table(out / "manifest.parquet").to_pylist()
+    kept_urls = {r["url"].removeprefix(url) for r in manifest}
+    assert len(kept_urls) == len(PHOTOS) and not kept_urls & set(COPIES)
+    dups = {r["uid"]: r for r in pq.read_table(out / "duplicates.parquet").to_pylist()}
+    by_uid = {r["uid"]: r["url"].removeprefix(url) for r in manifest}
+    assert len(dups) == len(COPIES)
+    for dup in dups.values():
+        assert by_uid[dup["kept_uid"]] in COPIES.values()
+        assert dup["distance"] <= 4
+    assert sorted(d["kind"] for d in dups.values()).count("exact") == 1  # coffee-same
+    stats = result.marker["stats"]
+    assert stats["drops"] == {"exact_duplicate": 1, "near_duplicate": len(COPIES) - 1}
+    assert stats["rows_in"] - sum(stats["drops"].values()) == stats["rows_out"]
+
+
+def test_shards_sizes_and_manifest_agree(shards):
+    result, _ = shards
+    out = result.out_dir
+    sizes = json.loads((out / "sizes.json").read_text())
+    assert list(sizes) == ["00000.tar", "00001.tar", "00002.tar"]
+    assert list(sizes.values()) == [6, 6, 4]
+    manifest = pq.read_table(out / "manifest.parquet").sort_by("uid").to_pylist()
+    in_tars = []
+    for name in sizes:
+        with tarfile.open(out / name) as tar:
+            names = tar.getnames()
+        assert len(names) == 3 * sizes[name]
+        keys = [n.split(".")[0] for n in names if n.endswith(".jpg")]
+        assert [n.rsplit(".", 1)[1] for n in names[:3]] == ["jpg", "txt", "json"]
+        in_tars += [(name, k) for k in keys]
+    assert in_tars == [(r["shard"], r["key"]) for r in manifest]  # uid order throughout
+    assert all(len(r["sha256"]) == 64 and min(r["width"], r["height"]) <= 256
+               for r in manifest)
+    assert sum(min(r["width"], r["height"]) == 256 for r in manifest) == len(manifest) - 2
+
+
+def test_spark_banding_finds_the_same_pairs_as_faiss_brute_force(spark):
+    """Random hashes plus planted neighbours at distances 0–6: the banding join returns
+    exactly faiss' pairs within 4 bits."""
+    rng = np.random.default_rng(0)
+    base = rng.integers(-(2**63), 2**63 - 1, size=3000, dtype=np.int64)
+    planted = []
+    for i in range(300):
+        flips = rng.choice(64, size=i % 7, replace=False)
+        mask = int(sum(1 << int(f) for f in flips))
+        value = (int(base[i]) ^ mask) & 0xFFFFFFFFFFFFFFFF
+        planted.append(value - (1 << 64) if value >= 1 << 63 else value)
+    hashes = np.concatenate([base, np.array(planted, dtype=np.int64)])
+    uids = [f"{i:06d}" for i in range(len(hashes))]
+    df = spark.createDataFrame([(u, int(h)) for u, h in zip(uids, hashes, strict=True)],
+                               "uid string, phash long")
+    pairs, _ = dedup.near_pairs(df, max_distance=4, bucket_cap=1000)
+    got = {(int(r.uid_a), int(r.uid_b)) for r in pairs.collect()}
+    expected = dedup.faiss_pairs(hashes, 4)
+    assert got == expected
+    assert len(expected) >= 200  # the planted ones at distance ≤ 4 (5 of every 7)
