@@ -1,4 +1,4 @@
-"""spark-submit entry point for the final shards stage (near-duplicate removal, numbered shards).
+"""spark-submit entry point for the final shards stage (deduplicated, numbered shards).
 
     spark-submit --master spark://HOST:7077 jobs/shards.py --help
 

@@ -295,3 +295,18 @@ def test_ctrl_c_is_one_line_leaves_no_temp_and_a_rerun_finishes(tmp_path):
     server.close()
     assert proc.returncode == 0, err
     assert (out / "_SUCCESS").is_file()
+
+
+# ---- stage 4 --------------------------------------------------------------------------------
+
+def test_download_and_shards_bad_inputs_are_one_line_errors(tmp_path, pairs_dir):
+    code, _, err = wit("download", "--pairs", pairs_dir, "--allow-network", "127.0.0.300/32",
+                       "--out", tmp_path / "d")
+    assert_one_line_error(code, err, 2, "allow_network: Value error, '127.0.0.300/32' is not "
+                          "an address range")
+    code, _, err = wit("download", "--pairs", ENTRIES, "--out", tmp_path / "d")
+    assert_one_line_error(code, err, 2, "has no uid, url, text column: expected the output "
+                          "of wit balance or wit curate")
+    code, _, err = wit("shards", "--images", pairs_dir, "--out", tmp_path / "s")
+    assert_one_line_error(code, err, 2, "holds no .tar shard: expected a `wit download` output")
+    no_litter(tmp_path)

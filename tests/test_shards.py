@@ -4,6 +4,9 @@ distinct photos stay, and the banding join equals faiss' brute force."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import tarfile
 
 import numpy as np
@@ -93,3 +96,52 @@ def test_spark_banding_finds_the_same_pairs_as_faiss_brute_force(spark):
     expected = dedup.faiss_pairs(hashes, 4)
     assert got == expected
     assert len(expected) >= 200  # the planted ones at distance ≤ 4 (5 of every 7)
+
+
+def test_wit_train_reads_the_final_shards(shards, tmp_path):
+    from wit_builder.clip.configs import TrainConfig
+    from wit_builder.clip.train import train
+
+    result, _ = shards
+    cfg = TrainConfig(shards=f"{result.out_dir}/{{00000..00002}}.tar", out=tmp_path / "run",
+                      model="tiny", batch_size=4, steps=4, workers=0, precision="fp32",
+                      warmup_steps=1, save_every=4, log_every=1, shuffle_buffer=8)
+    last = train(cfg)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert last.name == "step_00000004.pt" and len(records) == 4
+    assert all(r["skipped"] == {} for r in records)  # every sample decoded
+
+
+OPEN_CLIP_TINY = {"embed_dim": 64,
+                  "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8,
+                                 "head_width": 32},
+                  "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64,
+                               "heads": 2, "layers": 2}}
+RUN_OPEN_CLIP = """
+import sys, open_clip
+open_clip.add_model_config(sys.argv.pop(1))
+from open_clip_train.main import main
+main(sys.argv[1:])
+"""
+
+
+def test_open_clip_trainer_reads_the_shards_and_sizes_json(shards, tmp_path):
+    """open_clip_train 3.3.0, as its users run it: its own webdataset pin (0.2.86, in a
+    --target folder first on its path) and the sample count from our sizes.json."""
+    result, _ = shards
+    deps = tmp_path / "open_clip_deps"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
+                    str(deps), "webdataset==0.2.86"], check=True, capture_output=True)
+    config = tmp_path / "wit-tiny.json"
+    config.write_text(json.dumps(OPEN_CLIP_TINY))
+    cmd = [sys.executable, "-c", RUN_OPEN_CLIP, str(config), "--dataset-type", "webdataset",
+           "--train-data", f"{result.out_dir}/{{00000..00002}}.tar", "--batch-size", "4",
+           "--epochs", "1", "--model", "wit-tiny", "--workers", "0", "--device", "cpu",
+           "--logs", str(tmp_path / "logs"), "--name", "run", "--lr", "1e-3", "--warmup", "1",
+           "--log-every-n-steps", "1"]
+    env = {**os.environ, "PYTHONPATH": str(deps)}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = (tmp_path / "logs" / "run" / "out.log").read_text()
+    assert "[16/16 (100%)]" in log  # the 16 samples sizes.json announces, all read
+    assert (tmp_path / "logs" / "run" / "checkpoints" / "epoch_1.pt").is_file()

@@ -31,6 +31,10 @@ def entries_table(path: Path, per_source: int) -> Table:
 
 
 PAIR_PREVIEW = ("text", "url", "lang", "entry_ids", "keep_prob")
+# Stage 4 outputs previewed by `show`: (file, columns).
+IMAGE_TABLES = (("failures.parquet", ("reason", "http_status", "url", "error_message")),
+                ("manifest.parquet", ("shard", "key", "width", "height", "text", "url")),
+                ("duplicates.parquet", ("uid", "kept_uid", "distance", "kind")))
 
 
 def pairs_table(path: Path, rows: int) -> Table:
@@ -41,6 +45,17 @@ def pairs_table(path: Path, rows: int) -> Table:
     view = Table(title=f"{path} ({table.num_rows:,} pairs)")
     for col in columns:
         view.add_column(col, overflow="fold", max_width=60 if col in ("text", "url") else 20)
+    for row in table.slice(0, rows).to_pylist():
+        view.add_row(*(_cell(row[c]) for c in columns))
+    return view
+
+
+def rows_table(path: Path, columns: tuple[str, ...], rows: int) -> Table:
+    """The first `rows` rows of a Parquet file or dataset, in `columns`."""
+    table = pq.ParquetDataset(path).read(columns=list(columns))
+    view = Table(title=f"{path} ({table.num_rows:,} rows)")
+    for col in columns:
+        view.add_column(col, overflow="fold", max_width=50)
     for row in table.slice(0, rows).to_pylist():
         view.add_row(*(_cell(row[c]) for c in columns))
     return view
@@ -70,3 +85,6 @@ def show(out_dir: Path, per_source: int = 5, console: Console | None = None) -> 
         console.print(entries_table(out_dir / ENTRIES_FILE, per_source))
     if (out_dir / PAIRS_FILE).exists():
         console.print(pairs_table(out_dir / PAIRS_FILE, per_source))
+    for name, columns in IMAGE_TABLES:
+        if (out_dir / name).exists():
+            console.print(rows_table(out_dir / name, columns, per_source))
