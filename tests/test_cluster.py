@@ -96,7 +96,8 @@ def cluster(tmp_path_factory, bare_python) -> Iterator[str]:
             proc.terminate()
             proc.wait(timeout=30)
     log = master_log.read_text()
-    for stage in ("querylist", "extract", "match", "balance", "curate"):
+    for stage in ("querylist", "extract", "match", "balance", "curate", "download",
+                  "shards"):
         assert f"Registering app wit-{stage}" in log, stage
 
 
@@ -147,3 +148,35 @@ def test_spark_submit_curation_jobs_on_standalone_cluster(cluster, bare_python, 
     assert expected.num_rows > 0
     for job in ("curate", "balance"):
         assert pq.read_table(tmp_path / job / PAIRS_FILE).sort_by("uid").equals(expected)
+
+
+def test_spark_submit_download_and_shards_on_standalone_cluster(cluster, bare_python, spark,
+                                                                tmp_path):
+    """Images fetched by executors (guard installed there, 127.0.0.1 allowed), then
+    deduplicated: the same shards as a local run."""
+    from tests.imageserver import COPIES, LOOPBACK, PHOTOS, ImageServer, write_pairs
+    from wit_builder.images import download_job, shards_job
+    from wit_builder.images.configs import DownloadConfig, ShardsConfig
+
+    server = ImageServer()
+    try:
+        paths = [f"/photo/{n}.{('jpg', 'png', 'webp', 'gif')[i % 4]}"
+                 for i, n in enumerate(PHOTOS[:6])] + list(COPIES)[:2] + ["/missing.jpg"]
+        pairs = write_pairs(tmp_path / "balance", [server.url + p for p in paths])
+        submit(cluster, bare_python, "download", "--pairs", str(pairs), "--out",
+               str(tmp_path / "download"), "--allow-network", LOOPBACK[0],
+               "--samples-per-shard", "4", tmp=tmp_path)
+        local = download_job.run(DownloadConfig(pairs=pairs, out=tmp_path / "local-download",
+                                                allow_network=LOOPBACK, samples_per_shard=4),
+                                 spark)
+    finally:
+        server.close()
+    submit(cluster, bare_python, "shards", "--images", str(tmp_path / "download"), "--out",
+           str(tmp_path / "shards"), tmp=tmp_path)
+    reference = shards_job.run(ShardsConfig(images=local.out_dir, out=tmp_path / "local"),
+                               spark)
+    columns = ["uid", "shard", "key", "sha256", "phash"]
+    on_cluster = pq.read_table(tmp_path / "shards" / "manifest.parquet", columns=columns)
+    expected = pq.read_table(reference.out_dir / "manifest.parquet", columns=columns)
+    assert on_cluster.sort_by("uid").equals(expected.sort_by("uid"))
+    assert on_cluster.num_rows == 6  # 6 photos; 2 copies removed, 1 missing

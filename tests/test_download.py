@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +15,14 @@ import pytest
 from PIL import Image
 
 from tests.builders import repo_env, wait_for_event
-from tests.imageserver import LOOPBACK, ROUTES, ImageServer, samples, write_pairs
+from tests.imageserver import (
+    LOOPBACK,
+    ROUTES,
+    SLOW_SECONDS,
+    ImageServer,
+    samples,
+    write_pairs,
+)
 from wit_builder.images import download_job
 from wit_builder.images.configs import DownloadConfig
 
@@ -123,3 +131,28 @@ def test_killed_download_resumes_keeping_finished_shards(tmp_path):
         assert not list(tmp_path.glob(".download.work-*"))
     finally:
         server.close()
+
+
+def test_retry_failed_fetches_only_transient_failures(downloaded, server, spark, tmp_path):
+    """The timed-out image is fetched again (with a longer timeout) into a new shard;
+    permanent failures (404, refused, opted out...) are not asked for again."""
+    result, _ = downloaded
+    out = tmp_path / "download"
+    shutil.copytree(result.out_dir, out)
+    before = dict(server.requests)
+    cfg = DownloadConfig(pairs=result.out_dir.parent / "balance", out=out,
+                         allow_network=LOOPBACK, timeout=SLOW_SECONDS + 3,
+                         samples_per_shard=8, retry_failed=True)
+    retried = download_job.run(cfg, spark)
+    failures = {r["url"] for r in pq.read_table(out / "failures.parquet").to_pylist()}
+    assert server.url + "/slow.jpg" not in failures
+    assert len(failures) == sum(1 for v in ROUTES.values() if v != "success") - 1
+    asked = {p: n - before.get(p, 0) for p, n in server.requests.items() if n != before.get(p)}
+    assert asked == {"/slow.jpg": 1}
+    assert (out / "00004.tar").is_file() and (out / "00004_stats.json").is_file()
+    stats = retried.marker["stats"]
+    assert stats["rows_out"] == result.marker["stats"]["rows_out"] + 1
+    assert stats["rows_in"] - sum(stats["drops"].values()) == stats["rows_out"]
+    assert len(samples(out)) == stats["rows_out"]
+    again = download_job.run(cfg, spark)  # nothing transient left
+    assert again.status == "skipped"

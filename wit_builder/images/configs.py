@@ -20,7 +20,7 @@ class DownloadConfig(SparkStageConfig):
     """Parameters of `wit download`."""
 
     RUNTIME_FIELDS: ClassVar[frozenset[str]] = SparkStageConfig.RUNTIME_FIELDS | {
-        "threads", "processes", "distributor"}
+        "threads", "processes", "distributor", "retry_failed"}
 
     pairs: Path = Field(description="balance or curate output dir (or a pairs dataset)")
     image_size: int = Field(256, ge=8, description="short side after resizing (never "
@@ -45,6 +45,9 @@ class DownloadConfig(SparkStageConfig):
         "pyspark", description="run shard tasks on Spark or on a local process pool")
     processes: int = Field(os.cpu_count() or 1, ge=1,
                            description="processes of the multiprocessing distributor")
+    retry_failed: bool = Field(False, description="fetch again the transient failures "
+                               "(timeout, 5xx, 429, connection reset) of the finished output "
+                               "in --out, into extra shards")
 
     @field_validator("allow_network", mode="before")
     @classmethod

@@ -64,14 +64,15 @@ def shard_name(shard_id: int) -> str:
     return f"{shard_id:0{SHARD_DIGITS}d}"
 
 
-def plan_shards(pairs: pa.Table, samples_per_shard: int) -> list[pa.Table]:
-    """The input rows in uid order, cut into shards: url, caption and the carried
-    columns."""
+def plan_shards(pairs: pa.Table, samples_per_shard: int, first_id: int = 0
+                ) -> dict[int, pa.Table]:
+    """{shard id: rows}: the input rows in uid order, cut into shards numbered from
+    `first_id`: url, caption and the carried columns."""
     carried = [c for c in CARRIED if c in pairs.column_names]
     table = pairs.select(["url", "text", *carried]).rename_columns(
         ["url", "caption", *carried]).sort_by("uid")
-    return [table.slice(i, samples_per_shard)
-            for i in range(0, table.num_rows, samples_per_shard)]
+    return {first_id + n: table.slice(start, samples_per_shard)
+            for n, start in enumerate(range(0, table.num_rows, samples_per_shard))}
 
 
 def done_shards(work: Path) -> set[int]:
@@ -85,7 +86,8 @@ def clear_partial(work: Path, shard_id: int) -> None:
         (work / f"{shard_name(shard_id)}{suffix}").unlink(missing_ok=True)
 
 
-def write_inputs(work: Path, shards: list[pa.Table], todo: Iterable[int]) -> list[tuple[int, str]]:
+def write_inputs(work: Path, shards: dict[int, pa.Table], todo: Iterable[int]
+                 ) -> list[tuple[int, str]]:
     """Write the input shards still to do as Arrow IPC files (what `Downloader` reads)."""
     folder = work / INPUTS_DIR
     folder.mkdir(exist_ok=True)
@@ -194,10 +196,17 @@ class ProgressWatch:
         self.thread.join()
 
 
-def read_outcomes(work: Path, shard_ids: Iterable[int]) -> pa.Table:
-    """Every input row's outcome: img2dataset's per-shard Parquet files concatenated."""
+def read_outcomes(work: Path, shard_ids: Iterable[int]) -> pa.Table | None:
+    """Every input row's outcome: img2dataset's per-shard Parquet files concatenated
+    (None for no shard)."""
     tables = [pq.read_table(work / f"{shard_name(s)}.parquet") for s in sorted(shard_ids)]
-    return pa.concat_tables(tables, promote_options="default")
+    return pa.concat_tables(tables, promote_options="default") if tables else None
+
+
+def shard_files(work: Path, shard_id: int) -> list[Path]:
+    """The files a finished shard consists of."""
+    name = shard_name(shard_id)
+    return [work / f"{name}.tar", work / f"{name}.parquet", work / f"{name}_stats.json"]
 
 
 def oom_samples(samples_per_shard: int) -> int:
