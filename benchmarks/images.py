@@ -123,6 +123,9 @@ def bench_download(n_urls: int, processes: int) -> dict[str, float]:
                 number_sample_per_shard=per_shard, distributor="multiprocessing",
                 timeout=10, retries=0, disallowed_header_directives=[],
                 enable_wandb=False)
+            done = sum(json.loads(p.read_text())["successes"]
+                       for p in (root / "bare").glob("*_stats.json"))
+            assert done == n_urls, f"img2dataset fetched {done} of {n_urls}"
 
         def ours() -> None:
             shutil.rmtree(root / "ours", ignore_errors=True)

@@ -157,7 +157,7 @@ class ImageServer:
         threading.Thread(target=self.http.serve_forever, daemon=True).start()
 
     def respond(self, h: http.server.BaseHTTPRequestHandler) -> None:
-        path = h.path
+        path = h.path.split("?", 1)[0]  # a query string names a copy of the same file
         if path == self.hold and not self.released.is_set():
             self.arrived.set()
             self.released.wait()
