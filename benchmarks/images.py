@@ -41,6 +41,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
+from benchmarks.run import best_of  # noqa: E402
+
 
 def photos_256() -> list[bytes]:
     """The image server's photos as 256-px JPEGs."""
@@ -72,18 +74,9 @@ def bench_phash(rounds: int) -> dict[str, float]:
         for data in images:
             phash64(data)
 
-    base, mine = best_time(baseline), best_time(ours)
+    base, mine = best_of(3, baseline), best_of(3, ours)
     return {"images": len(images), "imagehash_full_decode_per_s": len(images) / base,
             "ours_per_s_core": len(images) / mine, "ratio": base / mine}
-
-
-def best_time(fn, repeats: int = 3) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def url_list(server, n: int) -> list[str]:
@@ -135,7 +128,7 @@ def bench_download(n_urls: int, processes: int) -> dict[str, float]:
             result = download_job.run(cfg)
             assert result.marker["stats"]["rows_out"] == n_urls
 
-        base, mine = best_time(baseline, 2), best_time(ours, 2)
+        base, mine = best_of(2, baseline), best_of(2, ours)
     finally:
         server.close()
         shutil.rmtree(root, ignore_errors=True)

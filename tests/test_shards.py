@@ -145,3 +145,16 @@ def test_open_clip_trainer_reads_the_shards_and_sizes_json(shards, tmp_path):
     log = (tmp_path / "logs" / "run" / "out.log").read_text()
     assert "[16/16 (100%)]" in log  # the 16 samples sizes.json announces, all read
     assert (tmp_path / "logs" / "run" / "checkpoints" / "epoch_1.pt").is_file()
+
+
+def test_blank_images_beyond_the_bucket_cap_are_still_grouped(spark):
+    """Ten identical hashes (blank images) fill their band buckets past the cap: those
+    buckets are counted and not expanded, and the ten still form one group."""
+    blank = [(f"b{i}", 0) for i in range(10)]
+    others = [("x1", 0x0123456789ABCDEF), ("x2", 0x0123456789ABCDEE)]  # distance 1
+    df = spark.createDataFrame(blank + others, "uid string, phash long")
+    pairs, capped = dedup.near_pairs(df, max_distance=4, bucket_cap=5)
+    assert capped.count() == 5  # the five bands of the all-zero hash
+    groups = dedup.components([(r.uid_a, r.uid_b) for r in pairs.collect()])
+    assert dict(zip(groups.removed, groups.kept, strict=True)) == {
+        **{f"b{i}": "b0" for i in range(1, 10)}, "x2": "x1"}
