@@ -249,6 +249,8 @@ SPARK_STAGES = {
                  "Download the pairs' images into webdataset shards (img2dataset)."),
     "shards": ("wit_builder.images.configs:ShardsConfig", "wit_builder.images.shards_job",
                "Remove exact and near-duplicate images; write the final shards."),
+    "overlap": ("wit_builder.overlap.configs:OverlapConfig", "wit_builder.overlap.overlap_job",
+                "Find pool images that copy evaluation images; write the pool without them."),
 }
 
 

@@ -1,0 +1,1 @@
+"""Stage 5: eval-set overlap detection (faiss), filtered shards."""
