@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
+import subprocess
 import tarfile
 
 import numpy as np
@@ -11,15 +13,19 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
+from scipy.stats import beta
+from typer.testing import CliRunner
 
-from tests.builders import write_shard
+from tests.builders import REPO, write_shard
 from tests.imageserver import PHOTOS, photo
+from wit_builder.cli import app
 from wit_builder.clip.configs import get_config
 from wit_builder.clip.evalsets import load_digits_set
 from wit_builder.clip.model import CLIP
-from wit_builder.overlap import overlap_job
+from wit_builder.overlap import overlap_job, report
 from wit_builder.overlap.configs import OverlapConfig
 
+ARTIFACTS = REPO / "test-artifacts"
 # pool sample index → digits test index planted there (upscaled, re-encoded as JPEG)
 PLANTED = {1: 7, 4: 120, 9: 333, 13: 449}
 
@@ -32,7 +38,9 @@ def jpeg(image: Image.Image, size: int = 128) -> bytes:
 
 
 def sample(uid: str, image: bytes) -> list[tuple[str, bytes]]:
-    meta = json.dumps({"uid": uid, "caption": f"pool image {uid}"}).encode()
+    # captions are untrusted web text: one tries to run a script in the report
+    caption = f"pool image {uid} <script>document.body.dataset.pwned = 1</script>"
+    meta = json.dumps({"uid": uid, "caption": caption, "url": f"http://x/{uid}"}).encode()
     return [(f"{uid}.jpg", image), (f"{uid}.txt", b"a caption"), (f"{uid}.json", meta)]
 
 
@@ -58,9 +66,16 @@ def pool(tmp_path_factory) -> tuple[str, dict[str, int]]:
     return f"{root}/{{00000..00002}}.tar", planted
 
 
-def test_phash_finds_exactly_the_planted_copies(pool, spark, tmp_path):
-    shards, planted = pool
-    result = overlap_job.run(OverlapConfig(shards=shards, out=tmp_path / "o"), spark)
+@pytest.fixture(scope="module")
+def phash_run(pool, spark, tmp_path_factory):
+    """`wit overlap` with the default method (phash) over the pool."""
+    out = tmp_path_factory.mktemp("overlap") / "overlap"
+    return overlap_job.run(OverlapConfig(shards=pool[0], out=out), spark)
+
+
+def test_phash_finds_exactly_the_planted_copies(pool, phash_run):
+    _, planted = pool
+    result = phash_run
     matches = pq.read_table(result.out_dir / "overlap.parquet").to_pylist()
     first = {(m["uid"], m["eval_index"]) for m in matches if m["rank"] == 1}
     assert first == set(planted.items())
@@ -74,10 +89,9 @@ def test_phash_finds_exactly_the_planted_copies(pool, spark, tmp_path):
                                             "matches": len(planted), "pool_scanned": 18}
 
 
-def test_filtered_shards_hold_the_pool_minus_the_matches(pool, spark, tmp_path):
-    shards, planted = pool
-    result = overlap_job.run(OverlapConfig(shards=shards, out=tmp_path / "o"), spark)
-    filtered = result.out_dir / "filtered"
+def test_filtered_shards_hold_the_pool_minus_the_matches(pool, phash_run):
+    _, planted = pool
+    filtered = phash_run.out_dir / "filtered"
     sizes = json.loads((filtered / "sizes.json").read_text())
     kept = set()
     for name, n in sizes.items():
@@ -104,3 +118,64 @@ def test_clip_method_pairs_exact_copies_with_cosine_near_one(pool, spark, tmp_pa
     for uid, index in planted.items():
         assert found[uid]["eval_index"] == index and found[uid]["score"] > 0.999
     assert np.all([m["method"] == f"clip:{checkpoint}" for m in matches])
+
+
+def test_report_numbers_on_a_hand_made_case():
+    """10 eval images, 4 in the pool; correct = 1,1,1,0 | 1,0,0,0,1,0 (one unreadable)."""
+    correct = np.array([1, 1, 1, 0, 1, 0, 0, 0, 1, -1], dtype=np.int8)
+    row = report.set_overlap("toy", "test", 10, {0, 1, 2, 3}, correct)
+    assert (row.n_all, row.n_overlap, row.overlap_pct) == (10, 4, 40.0)
+    assert row.acc_all == pytest.approx(5 / 9) and row.acc_clean == pytest.approx(2 / 5)
+    assert row.acc_overlap == 0.75 and row.all_minus_clean == pytest.approx(5 / 9 - 2 / 5)
+    # P(X ≥ 3 | n = 4, p = 0.4) = 4·0.4³·0.6 + 0.4⁴
+    assert row.p_value == pytest.approx(4 * 0.4**3 * 0.6 + 0.4**4)
+    alpha = 1 - report.CONFIDENCE  # Clopper–Pearson from the beta distribution
+    assert row.overlap_ci_low == pytest.approx(beta.ppf(alpha / 2, 3, 2))
+    assert row.overlap_ci_high == pytest.approx(beta.ppf(1 - alpha / 2, 4, 1))
+    other = report.set_overlap("toy2", "test", 10, {9}, correct)  # only unreadable overlaps
+    report.bonferroni([row, other])
+    assert row.p_bonferroni == pytest.approx(row.p_value) and other.p_value is None
+
+
+def test_report_through_the_cli(pool, phash_run, tmp_path):
+    _, planted = pool
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "tiny.pt"
+    torch.save({"state_dict": CLIP(get_config("tiny")).state_dict(),
+                "config": {"model": "tiny"}}, checkpoint)
+    result = CliRunner().invoke(app, ["overlap", "report", "--overlap",
+                                      str(phash_run.out_dir), "--checkpoint",
+                                      str(checkpoint), "--out", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.stderr
+    data = json.loads((tmp_path / "report" / "report.json").read_text())
+    (digits,) = data["sets"]
+    assert (digits["n_all"], digits["n_overlap"]) == (450, len(planted))
+    assert 0 <= digits["acc_all"] <= 1 and digits["overlap_ci_low"] is not None
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert page.count('<img alt="pool"') == len(planted)
+    assert "&lt;script&gt;" in page and "<script>" not in page  # a hostile caption
+    assert "| digits | test | 450 | 4 |" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_report_html_in_a_real_headless_browser(pool, phash_run, tmp_path):
+    """Debian's chromium renders the page: the tables are there, every thumbnail is a
+    decoded image, and the hostile caption's script did not run. The screenshot is kept
+    in test-artifacts/."""
+    out = tmp_path / "report"
+    result = CliRunner().invoke(app, ["overlap", "report", "--overlap",
+                                      str(phash_run.out_dir), "--out", str(out)])
+    assert result.exit_code == 0, result.stderr
+    browser = shutil.which("chromium")
+    assert browser, "chromium is not installed (scripts/setup_system.sh installs it)"
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1200,1000"]
+    url = f"file://{out / 'report.html'}"
+    dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True,
+                         timeout=120).stdout
+    assert dom.count('<img alt="pool"') == 4 and "overlap_pct" in dom
+    assert "data-pwned" not in dom and "&lt;script&gt;document.body" in dom
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "overlap_report.png"
+    subprocess.run([*flags, f"--screenshot={shot}", url], capture_output=True, timeout=120,
+                   check=True)
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)
+    assert pixels.std() > 20  # photos and text, not a blank page

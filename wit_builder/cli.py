@@ -210,13 +210,26 @@ def common_parameters() -> list[inspect.Parameter]:
 
 
 def stage_command(name: str, config_cls: type[BaseModel], help_text: str,
-                  run: Callable[[Any], None]) -> None:
-    """Register `wit <name>`: options from `config_cls`'s fields, then `run(config)`."""
+                  run: Callable[[Any], None], on: typer.Typer | None = None,
+                  group_action: bool = False) -> None:
+    """Register `wit <name>` on `on` (default: the top `app`): options from
+    `config_cls`'s fields, then `run(config)`.
+
+    With `group_action`, the command is the group `on`'s own action, run when no
+    sub-command is given (`wit overlap` vs `wit overlap report`).
+    """
+    on = on or app
     params = [p for n, f in config_cls.model_fields.items()
               if (p := field_parameter(n, f)) is not None]
     params += common_parameters()
+    if group_action:
+        params.insert(0, inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                           annotation=typer.Context))
 
     def command(**kwargs: Any) -> None:
+        ctx = kwargs.pop("ctx", None)
+        if ctx is not None and ctx.invoked_subcommand is not None:
+            return
         sets, config_file = kwargs.pop("set_"), kwargs.pop("config")
         run(load_config(config_cls, name, config_file, kwargs, sets))
 
@@ -224,7 +237,10 @@ def stage_command(name: str, config_cls: type[BaseModel], help_text: str,
     command.__annotations__ = {p.name: p.annotation for p in params}
     command.__doc__ = help_text
     command.__name__ = name
-    app.command(name, help=help_text)(handle_errors(command))
+    if group_action:
+        on.callback(invoke_without_command=True, help=help_text)(handle_errors(command))
+    else:
+        on.command(name, help=help_text)(handle_errors(command))
 
 
 # ---- the stages -----------------------------------------------------------------------
@@ -264,7 +280,34 @@ def _register_spark_stages() -> None:
     for name, (config_path, module, help_text) in SPARK_STAGES.items():
         config_module, config_class = config_path.split(":")
         config_cls = getattr(importlib.import_module(config_module), config_class)
-        stage_command(name, config_cls, help_text, _job_runner(module))
+        if name in GROUPS:
+            group = typer.Typer(no_args_is_help=False, pretty_exceptions_show_locals=False)
+            stage_command(name, config_cls, help_text, _job_runner(module), on=group,
+                          group_action=True)
+            GROUPS[name](group)
+            app.add_typer(group, name=name)
+        else:
+            stage_command(name, config_cls, help_text, _job_runner(module))
+
+
+def _overlap_commands(group: typer.Typer) -> None:
+    """`wit overlap report`."""
+    from wit_builder.overlap.configs import ReportConfig
+
+    def run_report(cfg: Any) -> None:
+        from wit_builder.overlap import report_job
+
+        result = report_job.run(cfg)
+        report(result)
+        console.print(f"report: {result.out_dir / 'report.html'} (and report.md, "
+                      "report.json)")
+
+    stage_command("report", ReportConfig, "The CLIP §5 overlap table and galleries of a "
+                  "`wit overlap` output.", run_report, on=group)
+
+
+# Stages with sub-commands: name → function adding them to the stage's group.
+GROUPS: dict[str, Callable[[typer.Typer], None]] = {"overlap": _overlap_commands}
 
 
 def _run_train(cfg: Any) -> None:

@@ -103,6 +103,38 @@ def image_features(model: CLIP, split: ImageSplit, cfg: EvalConfig
     return torch.cat(features), torch.cat(labels), unreadable
 
 
+def zero_shot_correct(model: CLIP, evalset: EvalSet, split: ImageSplit, cfg: EvalConfig
+                      ) -> np.ndarray:
+    """Per image of `split`: 1 if the zero-shot classifier's top-1 is right, 0 if wrong,
+    -1 if the image is unreadable (the overlap report's per-image view)."""
+    split.transform = eval_transform(model.config.vision.image_size)
+    tokenizer = Tokenizer(model.config.text.context_length)
+    weights = classifier_weights(model, tokenizer, evalset.classnames, evalset.templates)
+    device = next(model.parameters()).device
+    loader = torch.utils.data.DataLoader(split, batch_size=cfg.batch_size,
+                                         num_workers=cfg.workers, collate_fn=_with_index)
+    correct = np.full(len(split), -1, dtype=np.int8)
+    offset = 0  # the loader is sequential: batch positions + offset = split indices
+    with torch.no_grad():
+        for images, labels, positions, size in loader:
+            if images is not None:
+                features = model.encode_image(images.to(device), normalize=True).float()
+                predicted = (features @ weights.float()).argmax(dim=1).cpu()
+                correct[np.asarray(positions) + offset] = (predicted == labels).numpy()
+            offset += size
+    return correct
+
+
+def _with_index(items: list[tuple]) -> tuple[torch.Tensor | None, torch.Tensor, list[int], int]:
+    """Collate readable images with their labels, their positions in the batch, and the
+    batch's size."""
+    good = [(x, y, i) for i, (x, y) in enumerate(items) if x is not None]
+    if not good:
+        return None, torch.empty(0, dtype=torch.long), [], len(items)
+    return (torch.stack([x for x, _, _ in good]), torch.tensor([y for _, y, _ in good]),
+            [i for _, _, i in good], len(items))
+
+
 def zero_shot(model: CLIP, evalset: EvalSet, features: torch.Tensor, labels: torch.Tensor
               ) -> dict[str, float]:
     """Top-1/top-5 accuracy and mean per-class recall of the zero-shot classifier."""

@@ -5,12 +5,13 @@ Each field's description is also its command-line help (`cli.stage_command`).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
 from wit_builder.clip.configs import EVAL_SET_KINDS
-from wit_builder.config import SparkStageConfig
+from wit_builder.config import SparkStageConfig, StageConfig
 
 
 class OverlapConfig(SparkStageConfig):
@@ -42,3 +43,12 @@ class OverlapConfig(SparkStageConfig):
                 raise ValueError(f"{spec!r} is not one of digits, cifar10:DIR, "
                                  "cifar100:DIR, imagefolder:DIR")
         return values
+
+
+class ReportConfig(StageConfig):
+    """Parameters of `wit overlap report`."""
+
+    overlap: Path = Field(description="a `wit overlap` output dir")
+    checkpoint: Path | None = Field(None, description="a CLIP checkpoint: adds zero-shot "
+                                    "accuracy on All / Clean / Overlap")
+    gallery: int = Field(12, ge=0, description="strongest matches shown in report.html")
