@@ -1,10 +1,10 @@
 """A real HTTP server on 127.0.0.1 serving real images (scikit-image's sample photos)
 and every way a download can go wrong, for the download tests and the demo's tests.
 
-Paths (``ROUTES`` says each one's expected outcome):
-``/photo/NAME.FMT`` real photos as jpg/png/webp/gif; ``/cmyk.jpg``; ``/rotated.jpg``
-(EXIF orientation 6: stored 600×400, displayed 400×600); ``/missing.jpg`` 404;
-``/flaky.jpg`` 500 on the first request, then the image; ``/slow.jpg`` answers after
+Paths (``ROUTES`` says each one's expected outcome): ``/photo/NAME.FMT`` real photos as
+jpg/png/webp/gif; ``/cmyk.jpg``; ``/rotated.jpg`` (EXIF orientation 6: stored 600×400,
+displayed 400×600); ``/deep16.png`` (16-bit grey); ``/alpha.png`` (RGBA); ``/missing.jpg``
+404; ``/flaky.jpg`` 500 on the first request, then the image; ``/slow.jpg`` answers after
 `SLOW_SECONDS`; ``/redirect/3`` a chain of redirects to a photo; ``/to-private`` a
 redirect to 127.0.0.2 (refused); ``/optout.jpg`` ``X-Robots-Tag: noai``;
 ``/truncated.jpg`` half a JPEG; ``/html.jpg`` HTML sent as image/jpeg; ``/bomb.png`` a
@@ -65,6 +65,13 @@ def bomb_png(width: int = 30000, height: int = 30000) -> bytes:
             + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b""))
 
 
+def skimage_logo() -> Image.Image:
+    """scikit-image's logo: a real RGBA image with a transparent background."""
+    import skimage.data
+
+    return Image.fromarray(skimage.data.logo())
+
+
 def rotated_jpeg() -> bytes:
     """coffee (600×400) stored as is, with EXIF orientation 6 (rotate 90° clockwise)."""
     exif = Image.Exif()
@@ -107,6 +114,10 @@ def build_files() -> dict[str, tuple[str, bytes]]:
     jpeg = encode(photo("chelsea"), "JPEG")
     files["/cmyk.jpg"] = ("image/jpeg", encode(photo("astronaut").convert("CMYK"), "JPEG"))
     files["/rotated.jpg"] = ("image/jpeg", rotated_jpeg())
+    deep = np.asarray(photo("camera"), dtype=np.uint16) * 257  # 16-bit grey
+    files["/deep16.png"] = ("image/png", encode(Image.fromarray(deep), "PNG"))
+    logo = skimage_logo()  # RGBA with transparency
+    files["/alpha.png"] = ("image/png", encode(logo, "PNG"))
     files["/flaky.jpg"] = ("image/jpeg", jpeg)
     files["/slow.jpg"] = ("image/jpeg", jpeg)
     files["/optout.jpg"] = ("image/jpeg", jpeg)
@@ -124,6 +135,7 @@ ROUTES = {
     **{f"/photo/{n}.{('jpg', 'png', 'webp', 'gif')[i % 4]}": "success"
        for i, n in enumerate(PHOTOS)},
     "/cmyk.jpg": "success", "/rotated.jpg": "success", "/flaky.jpg": "success",
+    "/deep16.png": "success", "/alpha.png": "success",
     "/redirect/3": "success", "/missing.jpg": "http_4xx", "/slow.jpg": "timeout",
     "/to-private": "blocked_address", "/optout.jpg": "opted_out",
     "/truncated.jpg": "decode_error", "/html.jpg": "not_an_image", "/bomb.png": "too_large",

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
@@ -72,6 +73,10 @@ def test_samples_are_upright_rgb_resized_and_carry_the_pair(downloaded, server):
     assert (meta["width"], meta["height"]) == (256, 384)  # short side 256
     cmyk = Image.open(io.BytesIO(by_url[server.url + "/cmyk.jpg"]["jpg"]))
     assert cmyk.mode == "RGB" and min(cmyk.size) == 256
+    deep = np.asarray(Image.open(io.BytesIO(by_url[server.url + "/deep16.png"]["jpg"])))
+    assert deep.shape[2] == 3 and deep.max() > 200  # 16-bit scaled to 8, not clipped dark
+    alpha = np.asarray(Image.open(io.BytesIO(by_url[server.url + "/alpha.png"]["jpg"])))
+    assert alpha[2, 2].min() > 240  # the transparent corner is white
     small = by_url[server.url + "/photo/colorwheel.jpg"]["json"]
     assert min(small["width"], small["height"]) == 256
     assert meta["uid"] and meta["page_url"].startswith("http://example.com/")
