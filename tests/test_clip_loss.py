@@ -63,6 +63,9 @@ def worker(rank: int, world: int, port: int, local_loss: bool, out: str) -> None
     if rank == 0:
         grads = {n.removeprefix("module."): p.grad for n, p in model.named_parameters()}
         torch.save({"losses": losses, "grads": grads}, out)
+    # Both ranks leave together: a rank tearing gloo down while the other still talks
+    # to it aborted once ("terminate called without an active exception").
+    dist.barrier()
     dist.destroy_process_group()
 
 
