@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from wit_builder.clip.evalsets import ImageSplit, load_eval_set
+from wit_builder.clip.evalsets import EvalSet, ImageSplit, load_eval_set
 from wit_builder.errors import InputError
 
 
@@ -28,9 +28,11 @@ class EvalImage:
     image: Image.Image | None
 
 
-def splits_of(spec: str, split: str) -> list[tuple[str, ImageSplit]]:
-    """The (name, split) pairs of an eval set to check: test, train or both."""
-    evalset = load_eval_set(spec)
+def splits_of(spec: str, split: str, evalset: EvalSet | None = None
+              ) -> list[tuple[str, ImageSplit]]:
+    """The (name, split) pairs of an eval set to check: test, train or both (`evalset`:
+    the set already loaded, if it is)."""
+    evalset = evalset or load_eval_set(spec)
     chosen = [("test", evalset.test)] if split in ("test", "both") else []
     if split in ("train", "both"):
         if evalset.train is None:

@@ -14,7 +14,6 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
 
@@ -44,31 +43,32 @@ def overlap_run(path: Path) -> dict[str, Any]:
     return marker["config"]
 
 
-def correctness(cfg: ReportConfig, spec: str, split: str) -> np.ndarray | None:
-    """Per-image zero-shot correctness of one split (None without a checkpoint)."""
+def checkpoint_model(cfg: ReportConfig) -> Any:
+    """The checkpoint's CLIP on the CPU, loaded once per report (None without one)."""
     if cfg.checkpoint is None:
         return None
     import torch
 
-    from wit_builder.clip.evaluate import load_model, zero_shot_correct
+    from wit_builder.clip.evaluate import load_model
 
-    model, _ = load_model(cfg.checkpoint, None, torch.device("cpu"))
-    evalset = load_eval_set(spec)
-    images = evalset.test if split == "test" else evalset.train
-    return zero_shot_correct(model, evalset, images, EvalConfig(checkpoint=cfg.checkpoint,
-                                                                out=cfg.out))
+    return load_model(cfg.checkpoint, None, torch.device("cpu"))[0]
 
 
 def table(cfg: ReportConfig, run: dict[str, Any], matches: list[dict]) -> list[report.SetOverlap]:
-    """One row per eval set and split."""
-    rows = []
+    """One row per eval set and split; the zero-shot correctness of every eval image
+    when a checkpoint is given."""
+    from wit_builder.clip.evaluate import zero_shot_correct
+
+    model, rows = checkpoint_model(cfg), []
+    settings = None if model is None else EvalConfig(checkpoint=cfg.checkpoint, out=cfg.out)
     for spec in run["eval"]:
-        for split, images in splits_of(spec, run["split"]):
-            name = set_name(spec)
+        evalset, name = load_eval_set(spec), set_name(spec)
+        for split, images in splits_of(spec, run["split"], evalset):
             hit = {m["eval_index"] for m in matches
                    if m["eval_set"] == name and m["eval_split"] == split}
-            rows.append(report.set_overlap(name, split, len(images), hit,
-                                           correctness(cfg, spec, split)))
+            correct = None if model is None else zero_shot_correct(model, evalset, images,
+                                                                   settings)
+            rows.append(report.set_overlap(name, split, len(images), hit, correct))
     report.bonferroni(rows)
     return rows
 
@@ -95,12 +95,15 @@ def gallery(run: dict[str, Any], matches: list[dict], count: int) -> list[dict]:
     best = sorted(matches, key=lambda m: m["score"], reverse=not method.binary)[:count]
     shards = {Path(p).name: p for p in expand_shards(run["shards"])}
     specs = {set_name(s): s for s in run["eval"]}
+    splits: dict[tuple[str, str], Any] = {}  # each eval split loaded once
     out = []
     for m in best:
-        splits = dict(splits_of(specs[m["eval_set"]], m["eval_split"]))
+        where = (m["eval_set"], m["eval_split"])
+        if where not in splits:
+            splits[where] = dict(splits_of(specs[where[0]], where[1]))[where[1]]
         pool_image, meta = pool_sample(shards, m["shard"], m["key"])
-        out.append({**m, "eval_img": html.data_uri(splits[m["eval_split"]].load(
-            m["eval_index"])), "pool_img": html.data_uri(pool_image),
+        out.append({**m, "eval_img": html.data_uri(splits[where].load(m["eval_index"])),
+                    "pool_img": html.data_uri(pool_image),
             "caption": meta.get("caption", ""), "url": meta.get("url", "")})
     return out
 
