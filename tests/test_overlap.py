@@ -152,7 +152,12 @@ def test_report_through_the_cli(pool, phash_run, tmp_path):
     assert (digits["n_all"], digits["n_overlap"]) == (450, len(planted))
     assert 0 <= digits["acc_all"] <= 1 and digits["overlap_ci_low"] is not None
     page = (tmp_path / "report" / "report.html").read_text()
-    assert page.count('<img alt="pool"') == len(planted)
+    strongest, borderline = page.split("<h2>Borderline")
+    assert strongest.count('<img alt="pool"') == len(planted)
+    near = pq.read_table(phash_run.out_dir / "near.parquet").to_pylist()
+    assert near and all(4 < m["score"] <= 8 for m in near)  # 4 bits past the 4-bit threshold
+    assert borderline.count('class="no match"') == min(len(near), 6)
+    assert borderline.count('class="match"') == len(planted)
     assert "&lt;script&gt;" in page and "<script>" not in page  # a hostile caption
     assert "| digits | test | 450 | 4 |" in (tmp_path / "report" / "report.md").read_text()
 
@@ -171,7 +176,8 @@ def test_report_html_in_a_real_headless_browser(pool, phash_run, tmp_path):
     url = f"file://{out / 'report.html'}"
     dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True,
                          timeout=120).stdout
-    assert dom.count('<img alt="pool"') == 4 and "overlap_pct" in dom
+    assert dom.split("<h2>Borderline")[0].count('<img alt="pool"') == 4
+    assert "overlap_pct" in dom
     assert "data-pwned" not in dom and "&lt;script&gt;document.body" in dom
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "overlap_report.png"

@@ -21,7 +21,7 @@ from wit_builder.errors import ConfigError
 # Every stage's name: its command, its config section, its `stage` string in `_SUCCESS`,
 # `jobs/<stage>.py` and `<package>/<stage>_job.py` (see docs/architecture.md).
 STAGES = ("querylist", "extract", "match", "balance", "curate", "download", "shards",
-          "overlap", "report", "train", "eval")
+          "overlap", "train-detector", "calibrate", "report", "train", "eval")
 
 
 class StageConfig(BaseModel):

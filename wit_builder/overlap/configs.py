@@ -13,25 +13,48 @@ from pydantic import Field, field_validator
 from wit_builder.clip.configs import EVAL_SET_KINDS
 from wit_builder.config import SparkStageConfig, StageConfig
 
+OVERLAP_SET_KINDS = (*EVAL_SET_KINDS, "wds")
+
 
 class OverlapConfig(SparkStageConfig):
     """Parameters of `wit overlap`."""
 
     RUNTIME_FIELDS: ClassVar[frozenset[str]] = SparkStageConfig.RUNTIME_FIELDS | {
-        "batch_size"}
+        "batch_size", "device"}
 
     shards: str = Field(description="pool shards: 'dir/{00000..00099}.tar', glob or a::b "
                         "list (a `wit shards` output)")
     eval: list[str] = Field(["digits"], description="eval sets: digits, cifar10:DIR, "
-                            "cifar100:DIR, imagefolder:DIR", json_schema_extra={"flag": "--eval"})
+                            "cifar100:DIR, imagefolder:DIR, wds:PATTERN (eval shards)",
+                            json_schema_extra={"flag": "--eval"})
     split: Literal["test", "train", "both"] = Field("test", description="eval split(s) "
                                                     "checked")
-    method: str = Field("phash", description="phash (Hamming ≤ threshold) or "
-                        "clip:CHECKPOINT (cosine ≥ threshold: semantic neighbours)")
+    method: str = Field("phash", description="phash (Hamming ≤ threshold), detector:DIR "
+                        "(a `wit overlap train-detector` output), torchscript:PATH (any "
+                        "TorchScript image descriptor) or clip:CHECKPOINT (semantic "
+                        "neighbours); cosine ≥ threshold for the last three")
     threshold: float | None = Field(None, description="match threshold; default: 4 bits "
-                                    "for phash, 0.95 for clip")
+                                    "for phash, the detector's suggestion, 0.8 for "
+                                    "torchscript, 0.95 for clip")
+    thresholds: dict[str, float] = Field(default_factory=dict, description="per eval set "
+                                         "overrides: --set thresholds.digits=2")
+    input_size: int = Field(224, ge=8, description="torchscript: input side in pixels")
+    mean: tuple[float, float, float] = Field((0.485, 0.456, 0.406),
+                                             description="torchscript: input mean")
+    std: tuple[float, float, float] = Field((0.229, 0.224, 0.225),
+                                            description="torchscript: input std")
     k: int = Field(3, ge=1, le=100, description="nearest eval images kept per pool image")
+    index: Literal["flat", "ivf", "hnsw"] = Field("flat", description="faiss index: exact "
+                                                  "flat, or approximate ivf/hnsw for eval "
+                                                  "sets of millions (recall vs flat in "
+                                                  "the stats)")
+    near: float | None = Field(None, description="also record neighbours this far past the "
+                               "threshold (for the report's borderline gallery); default "
+                               "4 bits or 0.05 cosine")
     batch_size: int = Field(256, ge=1, description="pool images embedded at a time")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where images are "
+                                                   "embedded and searched (auto: CUDA "
+                                                   "when present)")
 
     @field_validator("eval", mode="before")
     @classmethod
@@ -39,10 +62,61 @@ class OverlapConfig(SparkStageConfig):
         values = [value] if isinstance(value, str) else value
         for spec in values or []:
             kind, _, arg = str(spec).partition(":")
-            if kind not in EVAL_SET_KINDS or (kind != "digits") != bool(arg):
+            if kind not in OVERLAP_SET_KINDS or (kind != "digits") != bool(arg):
                 raise ValueError(f"{spec!r} is not one of digits, cifar10:DIR, "
-                                 "cifar100:DIR, imagefolder:DIR")
+                                 "cifar100:DIR, imagefolder:DIR, wds:PATTERN")
         return values
+
+
+class DetectorConfig(StageConfig):
+    """Parameters of `wit overlap train-detector`."""
+
+    RUNTIME_FIELDS: ClassVar[frozenset[str]] = StageConfig.RUNTIME_FIELDS | {
+        "workers", "device", "checkpoint_every"}
+
+    shards: str = Field(description="pool shards the detector learns from")
+    arch: Literal["resnet18", "resnet50"] = Field("resnet18", description="ResNet trunk")
+    dim: int = Field(256, ge=8, description="embedding dimension")
+    image_size: int = Field(224, ge=32, description="input side in pixels")
+    steps: int = Field(2000, ge=1, description="optimizer steps")
+    batch_size: int = Field(256, ge=2, description="images per step (InfoNCE negatives)")
+    lr: float = Field(1e-3, gt=0, description="peak AdamW learning rate (cosine decay)")
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay")
+    seed: int = Field(0, description="seed of the weights, data order and augmentations")
+    workers: int = Field(2, ge=0, description="DataLoader worker processes")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="training device")
+    checkpoint_every: int = Field(200, ge=1, description="steps between resumable "
+                                  "checkpoints")
+
+
+class CalibrateConfig(StageConfig):
+    """Parameters of `wit overlap calibrate`."""
+
+    RUNTIME_FIELDS: ClassVar[frozenset[str]] = StageConfig.RUNTIME_FIELDS | {
+        "batch_size", "device"}
+
+    shards: str = Field(description="pool shards to plant copies into")
+    eval: str = Field("digits", description="the eval set whose images are copied")
+    method: str = Field("phash", description="as for `wit overlap --method`")
+    input_size: int = Field(224, ge=8, description="torchscript: input side in pixels")
+    mean: tuple[float, float, float] = Field((0.485, 0.456, 0.406),
+                                             description="torchscript: input mean")
+    std: tuple[float, float, float] = Field((0.229, 0.224, 0.225),
+                                            description="torchscript: input std")
+    eval_sample: int = Field(100, ge=1, description="eval images copied (each once per "
+                             "transformation)")
+    pool_sample: int = Field(1000, ge=1, description="pool images used as non-copies")
+    target_precision: float = Field(0.99, gt=0, le=1, description="precision the suggested "
+                                    "threshold must reach")
+    seed: int = Field(0, description="seed of the samples and random transformations")
+    batch_size: int = Field(256, ge=1, description="images embedded at a time")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="embedding device")
+
+    @field_validator("eval")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        OverlapConfig._one_or_many(value)
+        return value
 
 
 class ReportConfig(StageConfig):
@@ -51,4 +125,6 @@ class ReportConfig(StageConfig):
     overlap: Path = Field(description="a `wit overlap` output dir")
     checkpoint: Path | None = Field(None, description="a CLIP checkpoint: adds zero-shot "
                                     "accuracy on All / Clean / Overlap")
+    calibration: Path | None = Field(None, description="a `wit overlap calibrate` output: "
+                                     "adds its PR plot")
     gallery: int = Field(12, ge=0, description="strongest matches shown in report.html")

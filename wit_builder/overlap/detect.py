@@ -4,8 +4,12 @@ A task reads its tar, embeds the samples' images in batches (`methods.Embedder`)
 searches the broadcast faiss index for the `k` nearest eval images, keeps the neighbours
 past the threshold, and writes the shard again without the matched samples (the
 ``filtered/`` copy, member bytes copied as they are). It emits `ROW_SCHEMA` rows: one per
-match, and per-shard counters (``kind`` = count: ``scanned``, ``unreadable``,
-``matched``).
+match (``kind`` = match), one per borderline neighbour that just misses the threshold
+(``near``, for manual review) and per-shard counters (``count``: ``scanned``,
+``unreadable``, ``matched``).
+
+A shard's rows are saved under ``rows/`` of the run's work directory after its filtered
+copy is in place, so a rerun of a killed job (same config) skips the finished shards.
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from wit_builder.images.tars import tar_samples
-from wit_builder.overlap.methods import Embedder, Method, deserialize
+from wit_builder.overlap.index import deserialize, to_device
+from wit_builder.overlap.methods import Embedder, Method
 
 ROW_SCHEMA = pa.schema([
     ("kind", pa.string()), ("uid", pa.string()), ("shard", pa.string()),
@@ -31,6 +37,8 @@ ROW_SCHEMA = pa.schema([
     ("rank", pa.int32()), ("method", pa.string()), ("n", pa.int64()),
 ])
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+ROWS_DIR = "rows"
+FILTERED_DIR = "filtered"
 
 
 @dataclass(frozen=True)
@@ -42,7 +50,8 @@ class Task:
     method: Method
     k: int
     batch_size: int
-    filtered_dir: str
+    work_dir: str
+    device: str = "cpu"
 
 
 def pool_samples(path: str) -> Iterator[tuple[str, str, bytes | None]]:
@@ -61,13 +70,19 @@ def match_rows(task: Task, index: Any, vectors: np.ndarray, samples: list[tuple[
     if len(vectors) == 0 or index.ntotal == 0:
         return []
     scores, ids = index.search(vectors, min(task.k, index.ntotal))
-    rows = []
+    rows, method = [], task.method
     for (key, uid), row_scores, row_ids in zip(samples, scores, ids, strict=True):
         for rank, (score, i) in enumerate(zip(row_scores, row_ids, strict=True)):
-            if i < 0 or not task.method.better(float(score)):
+            if i < 0:
                 continue
             eval_set, split, eval_index, eval_id = task.meta[i]
-            rows.append({"kind": "match", "uid": uid, "shard": shard, "key": key,
+            if method.better(float(score), method.threshold_for(eval_set)):
+                kind = "match"
+            elif method.better(float(score), method.near_limit(eval_set)):
+                kind = "near"
+            else:
+                continue
+            rows.append({"kind": kind, "uid": uid, "shard": shard, "key": key,
                          "eval_set": eval_set, "eval_split": split, "eval_index": eval_index,
                          "eval_id": eval_id, "score": float(score), "rank": rank + 1,
                          "method": task.method.name})
@@ -89,8 +104,8 @@ def scan_shard(path: str, task: Task, embedder: Embedder, index: Any) -> list[di
         if len(batch) == task.batch_size:
             unreadable += flush(batch, task, embedder, index, shard, rows)
     unreadable += flush(batch, task, embedder, index, shard, rows)
-    matched = {r["key"] for r in rows}
-    write_filtered(path, Path(task.filtered_dir) / shard, matched)
+    matched = {r["key"] for r in rows if r["kind"] == "match"}
+    write_filtered(path, Path(task.work_dir) / FILTERED_DIR / shard, matched)
     counts = {"scanned": scanned, "unreadable": unreadable, "matched": len(matched)}
     return rows + [{"kind": "count", "shard": shard, "key": name, "n": n}
                    for name, n in counts.items()]
@@ -120,10 +135,21 @@ def write_filtered(src: str, dst: Path, removed: set[str]) -> None:
 
 def detect_partition(batches: Iterable[pa.RecordBatch], task: Any) -> Iterator[pa.RecordBatch]:
     """``mapInArrow`` body: a ``path`` column of pool shards in, `ROW_SCHEMA` rows out."""
-    task = task.value
-    embedder = Embedder(task.method)
-    index = deserialize(task.index, task.method.binary)
+    task, embedder, index = task.value, None, None
     for batch in batches:
         for path in batch.column("path").to_pylist():
-            rows = scan_shard(path, task, embedder, index)
-            yield pa.RecordBatch.from_pylist(rows, schema=ROW_SCHEMA)
+            saved = Path(task.work_dir) / ROWS_DIR / f"{Path(path).name}.parquet"
+            if not saved.exists():
+                if embedder is None:  # loaded once per task, and only with work to do
+                    embedder = Embedder(task.method, task.device)
+                    index = to_device(deserialize(task.index, task.method.binary),
+                                      task.device)
+                save_rows(saved, scan_shard(path, task, embedder, index))
+            yield from pq.read_table(saved).cast(ROW_SCHEMA).to_batches()
+
+
+def save_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write a finished shard's rows atomically (the shard's completion marker)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(pa.Table.from_pylist(rows, schema=ROW_SCHEMA), tmp)
+    os.replace(tmp, path)

@@ -1,12 +1,16 @@
 """The evaluation images a pool is checked against, with ids a user can find them by.
 
 Sets are named as for `wit eval` (``digits``, ``cifar10:DIR``, ``cifar100:DIR``,
-``imagefolder:DIR``). ``eval_id`` is the image's own name: its path relative to an
-ImageFolder root, else ``split/index``. Unreadable images are returned as None (counted).
+``imagefolder:DIR``), plus ``wds:PATTERN``: webdataset shards holding one split (called
+``test``), unlabelled, so the report gives no zero-shot accuracy for them. ``eval_id`` is
+the image's own name: its path relative to an ImageFolder root, its sample key in eval
+shards, else ``split/index``. Unreadable images are returned as None (counted).
 """
 
 from __future__ import annotations
 
+import io
+import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +19,8 @@ from PIL import Image
 
 from wit_builder.clip.evalsets import EvalSet, ImageSplit, load_eval_set
 from wit_builder.errors import InputError
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 
 
 @dataclass(frozen=True)
@@ -32,7 +38,7 @@ def splits_of(spec: str, split: str, evalset: EvalSet | None = None
               ) -> list[tuple[str, ImageSplit]]:
     """The (name, split) pairs of an eval set to check: test, train or both (`evalset`:
     the set already loaded, if it is)."""
-    evalset = evalset or load_eval_set(spec)
+    evalset = evalset or load_set(spec)
     chosen = [("test", evalset.test)] if split in ("test", "both") else []
     if split in ("train", "both"):
         if evalset.train is None:
@@ -45,6 +51,8 @@ def image_id(spec: str, split: ImageSplit, split_name: str, index: int) -> str:
     """The eval image's own name (see module docstring)."""
     described = split.describe(index)
     kind, _, root = spec.partition(":")
+    if kind == "wds":
+        return described
     if kind == "imagefolder" and root:
         try:
             return str(Path(described).relative_to(Path(root).absolute()))
@@ -66,6 +74,50 @@ def eval_images(spec: str, split: str) -> Iterator[EvalImage]:
 
 
 def set_name(spec: str) -> str:
-    """A short name for an eval spec: ``digits``, ``cifar10``, or the folder's name."""
+    """A short name for an eval spec: ``digits``, ``cifar10``, the folder's name, or for
+    shards the name of the first shard's folder."""
     kind, _, arg = spec.partition(":")
+    if kind == "wds":
+        return Path(arg.split("::")[0]).parent.name or "wds"
     return Path(arg).name if kind == "imagefolder" and arg else kind
+
+
+def load_set(spec: str) -> EvalSet:
+    """The eval set of a spec, ``wds:PATTERN`` included."""
+    kind, _, arg = spec.partition(":")
+    return wds_set(arg) if kind == "wds" else load_eval_set(spec)
+
+
+def wds_set(pattern: str) -> EvalSet:
+    """Eval shards as an unlabelled one-split set; images are read by offset on demand."""
+    from wit_builder.clip.data import expand_shards
+
+    members: list[tuple[str, str, int, int]] = []  # (shard, key, data offset, size)
+    for path in expand_shards(pattern):
+        members += shard_images(path)
+    if not members:
+        raise InputError(f"eval shards {pattern!r} hold no images")
+
+    def load(i: int) -> Image.Image:
+        path, _, offset, size = members[i]
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return Image.open(io.BytesIO(f.read(size)))
+
+    split = ImageSplit(load, [0] * len(members), describe=lambda i: members[i][1])
+    return EvalSet(set_name(f"wds:{pattern}"), [], [], test=split)
+
+
+def shard_images(path: str) -> list[tuple[str, str, int, int]]:
+    """(shard, key, data offset, size) of the first image member of each sample."""
+    seen, out = set(), []
+    try:
+        with tarfile.open(path) as tar:
+            for member in tar:
+                key, _, ext = member.name.partition(".")
+                if member.isfile() and ext.lower() in IMAGE_EXTENSIONS and key not in seen:
+                    seen.add(key)
+                    out.append((path, key, member.offset_data, member.size))
+    except (tarfile.TarError, OSError) as e:
+        raise InputError(f"eval shard {path} is not a readable tar: {e}") from None
+    return out

@@ -24,11 +24,13 @@ TEMPLATE = """<!doctype html>
 body { font-family: sans-serif; margin: 2em; } table { border-collapse: collapse; }
 td, th { border: 1px solid #ccc; padding: 4px 8px; text-align: right; }
 td.text { text-align: left; max-width: 28em; overflow-wrap: anywhere; }
+img.plot { width: auto; height: auto; max-width: 100%; }
 img { width: {{ thumb }}px; height: {{ thumb }}px; object-fit: contain; background: #eee; }
 </style></head><body>
 <h1>Eval-set overlap</h1>
 <p>Method: <code>{{ method }}</code>, threshold {{ threshold }}{% if semantic %}
-(semantic neighbours, not proof of copying){% endif %}. Checkpoint: {{ checkpoint or "none" }}.</p>
+(semantic neighbours, not proof of copying){% endif %}{% for name, t in thresholds.items() %};
+{{ name }}: {{ t }}{% endfor %}. Checkpoint: {{ checkpoint or "none" }}.</p>
 <table id="overlap"><tr>{% for h in headers %}<th>{{ h }}</th>{% endfor %}</tr>
 {% for row in rows %}<tr>{% for cell in row %}<td>{{ cell }}</td>{% endfor %}</tr>{% endfor %}
 </table>
@@ -36,21 +38,27 @@ img { width: {{ thumb }}px; height: {{ thumb }}px; object-fit: contain; backgrou
 <h2>{{ gallery.title }}</h2>
 <table class="gallery"><tr><th>eval image</th><th>pool image</th><th>score</th>
 <th>eval id</th><th>pool caption</th><th>url</th></tr>
-{% for m in gallery.matches %}<tr><td><img alt="eval" src="{{ m.eval_img }}"></td>
-<td><img alt="pool" src="{{ m.pool_img }}"></td><td>{{ "%.3f"|format(m.score) }}</td>
+{% for m in gallery.matches %}<tr class="{{ m.side|default('match') }}">
+<td><img alt="eval" src="{{ m.eval_img }}"></td>
+<td><img alt="pool" src="{{ m.pool_img }}"></td><td>{{ "%.3f"|format(m.score) }}
+{% if m.side is defined %}<br>{{ m.side }}{% endif %}</td>
 <td class="text">{{ m.eval_set }} {{ m.eval_id }}</td><td class="text">{{ m.caption }}</td>
 <td class="text">{{ m.url }}</td></tr>
 {% endfor %}</table>{% endfor %}
+{% if calibration %}<h2>Calibration</h2>
+<img class="plot" alt="calibration" src="{{ calibration }}">{% endif %}
 </body></html>
 """
 
 
-def data_uri(image: Image.Image | None) -> str:
-    """A PNG thumbnail as a data: URI ('' for no image)."""
+def data_uri(image: Image.Image | None, size: int | None = THUMB) -> str:
+    """A PNG thumbnail (`size` px at most; None: full size) as a data: URI ('' for no
+    image)."""
     if image is None:
         return ""
     thumb = image.convert("RGB")
-    thumb.thumbnail((THUMB, THUMB))
+    if size is not None:
+        thumb.thumbnail((size, size))
     out = io.BytesIO()
     thumb.save(out, format="PNG")
     return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()

@@ -1,125 +1,219 @@
-"""How images are compared: a method turns images into vectors, indexes the eval set's
-vectors in faiss and says which neighbours count as copies.
+"""How images are compared: a method turns images into vectors, and says which eval-set
+neighbours count as copies.
 
-* ``phash`` — 64-bit pHash, Hamming distance in a faiss binary flat index; a match is a
+* ``phash`` — 64-bit pHash, Hamming distance in a faiss binary index; a match is a
   distance ≤ threshold (default 4 bits). Robust to resizing and re-encoding, not to crops.
-* ``clip:CHECKPOINT`` — the image tower of a `wit train` checkpoint, cosine similarity
-  in a faiss flat inner-product index; a match is a similarity ≥ threshold (default
-  0.95). These are semantic neighbours, not proof of copying, and are labelled so.
+* ``detector:DIR`` — the project's copy detector (`detector`, a `wit overlap
+  train-detector` output): TorchScript + ``detector.json`` (input size, normalization,
+  suggested threshold).
+* ``torchscript:PATH`` — any TorchScript image descriptor (SSCD's published models, for
+  example); input size, mean and std come from the config (``--set input_size=288``).
+* ``clip:CHECKPOINT`` — the image tower of a `wit train` checkpoint. These are semantic
+  neighbours, not proof of copying, and are labelled so.
 
-Search is exact (flat indexes): eval sets of up to a few million vectors fit in memory.
+The last three compare L2-normalized float vectors by cosine similarity (inner product);
+a match is a similarity ≥ threshold. The vectors are indexed by `index.build_index`.
 """
 
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from wit_builder.errors import ConfigError
+from wit_builder.errors import ConfigError, InputError
 from wit_builder.images.phash import phash64, to_int64
+
+DEFAULT_THRESHOLDS = {"phash": 4.0, "torchscript": 0.8, "clip": 0.95}
+DEFAULT_NEAR = {True: 4.0, False: 0.05}  # binary (bits) / cosine
+DETECTOR_FILE = "detector.json"
+DETECTOR_MODEL = "model.pt"
 
 
 @dataclass(frozen=True)
 class Method:
-    """A comparison method (see module docstring); `name` is what reports show."""
+    """A comparison method (see module docstring); `name` is what reports show.
+
+    `thresholds` overrides `threshold` per eval set; `near` is how far past the
+    threshold a neighbour is still recorded for manual review.
+    """
 
     name: str
+    kind: str
     threshold: float
     binary: bool
-    checkpoint: str | None = None
+    path: str | None = None
+    input_size: int = 224
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    thresholds: dict[str, float] = field(default_factory=dict)
+    near: float = 0.0
+
+    @property
+    def semantic(self) -> bool:
+        """True for CLIP neighbours (similar content, not necessarily a copy)."""
+        return self.kind == "clip"
+
+    def threshold_for(self, eval_set: str) -> float:
+        return self.thresholds.get(eval_set, self.threshold)
 
     def better(self, score: float, threshold: float | None = None) -> bool:
         """True if `score` is a match at `threshold` (default: the method's)."""
         t = self.threshold if threshold is None else threshold
         return score <= t if self.binary else score >= t
 
+    def near_limit(self, eval_set: str) -> float:
+        """The weakest score still recorded as a borderline neighbour of `eval_set`."""
+        t = self.threshold_for(eval_set)
+        return t + self.near if self.binary else t - self.near
 
-def parse_method(spec: str, threshold: float | None) -> Method:
-    """``phash`` or ``clip:CHECKPOINT``; `ConfigError` otherwise."""
+
+def parse_method(spec: str, threshold: float | None = None, **settings: Any) -> Method:
+    """A `Method` from ``--method`` and the config's `settings` (input_size, mean, std,
+    thresholds, near); `ConfigError` for an unknown method or a missing file."""
     kind, _, arg = spec.partition(":")
     if kind == "phash" and not arg:
-        return Method("phash", threshold if threshold is not None else 4.0, binary=True)
-    if kind == "clip" and arg:
+        method = Method(spec, kind, DEFAULT_THRESHOLDS[kind], binary=True)
+    elif kind in ("clip", "torchscript") and arg:
         if not Path(arg).is_file():
-            raise ConfigError(f"method {spec!r}: checkpoint not found: {arg}")
-        return Method(spec, threshold if threshold is not None else 0.95, binary=False,
-                      checkpoint=arg)
-    raise ConfigError(f"unknown method {spec!r}: use phash or clip:CHECKPOINT")
+            raise ConfigError(f"method {spec!r}: file not found: {arg}")
+        method = Method(spec, kind, DEFAULT_THRESHOLDS[kind], binary=False, path=arg)
+    elif kind == "detector" and arg:
+        method = detector_method(spec, Path(arg))
+    else:
+        raise ConfigError(f"unknown method {spec!r}: use phash, detector:DIR, "
+                          "torchscript:PATH or clip:CHECKPOINT")
+    return configured(method, threshold, settings)
+
+
+def configured(method: Method, threshold: float | None, settings: dict[str, Any]) -> Method:
+    """`method` with the config's threshold, overrides and input settings applied."""
+    from dataclasses import replace
+
+    near = settings.pop("near", None)
+    if method.kind == "detector":  # the detector's JSON fixes its inputs
+        settings = {k: v for k, v in settings.items() if k not in ("input_size", "mean", "std")}
+    return replace(method, threshold=method.threshold if threshold is None else threshold,
+                   near=DEFAULT_NEAR[method.binary] if near is None else near,
+                   **{k: tuple(v) if isinstance(v, list) else v
+                      for k, v in settings.items() if v is not None})
+
+
+def detector_method(spec: str, directory: Path) -> Method:
+    """The method of a `wit overlap train-detector` output directory."""
+    described, model = directory / DETECTOR_FILE, directory / DETECTOR_MODEL
+    if not (described.is_file() and model.is_file()):
+        raise ConfigError(f"method {spec!r}: {directory} is not a `wit overlap "
+                          f"train-detector` output (needs {DETECTOR_FILE} and {DETECTOR_MODEL})")
+    info = json.loads(described.read_text())
+    return Method(spec, "detector", float(info["threshold"]), binary=False, path=str(model),
+                  input_size=int(info["input_size"]), mean=tuple(info["mean"]),
+                  std=tuple(info["std"]))
+
+
+def resolve_device(name: str) -> str:
+    """'cuda' or 'cpu' for a config's device ('auto': CUDA when torch sees a GPU)."""
+    import torch
+
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device cuda was asked for but torch sees no GPU")
+    return "cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu"
 
 
 class Embedder:
     """Vectors of images for a method: uint8[8] pHash codes or normalized float32."""
 
-    def __init__(self, method: Method) -> None:
-        self.method = method
-        self.model: Any = None
-        if method.checkpoint:
-            import torch
+    def __init__(self, method: Method, device: str = "cpu") -> None:
+        self.method, self.device = method, device
+        self.encode: Callable[[list[Image.Image]], np.ndarray] = phash_codes
+        if method.kind == "clip":
+            self.encode = self._clip_encoder()
+        elif method.kind in ("torchscript", "detector"):
+            self.encode = self._torchscript_encoder()
 
-            from wit_builder.clip.data import eval_transform
-            from wit_builder.clip.evaluate import load_model
+    def _clip_encoder(self) -> Callable[[list[Image.Image]], np.ndarray]:
+        import torch
 
-            self.model, _ = load_model(Path(method.checkpoint), None, torch.device("cpu"))
-            self.transform = eval_transform(self.model.config.vision.image_size)
+        from wit_builder.clip.data import eval_transform
+        from wit_builder.clip.evaluate import load_model
 
-    def images(self, images: list[Image.Image]) -> np.ndarray:
-        """Vectors of decoded images."""
-        if self.model is None:
-            import imagehash
+        model, _ = load_model(Path(self.method.path), None, torch.device(self.device))
+        transform = eval_transform(model.config.vision.image_size)
+        return lambda images: self._run(lambda x: model.encode_image(x, normalize=True),
+                                        transform, images)
 
-            return codes(np.array([to_int64(imagehash.phash(im)) for im in images],
-                                  dtype=np.int64))
+    def _torchscript_encoder(self) -> Callable[[list[Image.Image]], np.ndarray]:
+        import torch
+        from torchvision.transforms import v2
+
+        model = load_torchscript(self.method.path, self.device)
+        size = self.method.input_size
+        transform = v2.Compose([v2.PILToTensor(), v2.Resize((size, size), antialias=True),
+                                v2.ToDtype(torch.float32, scale=True),
+                                v2.Normalize(self.method.mean, self.method.std)])
+        return lambda images: self._run(
+            lambda x: torch.nn.functional.normalize(model(x).float(), dim=-1),
+            transform, images)
+
+    def _run(self, forward: Callable, transform: Callable,
+             images: list[Image.Image]) -> np.ndarray:
         import torch
 
         with torch.no_grad():
-            batch = torch.stack([self.transform(im.convert("RGB")) for im in images])
-            return self.model.encode_image(batch, normalize=True).float().numpy()
+            batch = torch.stack([transform(im.convert("RGB")) for im in images])
+            out = forward(batch.to(self.device))
+        if out.ndim != 2:
+            raise InputError(f"method {self.method.name}: the model returned a tensor of "
+                             f"shape {tuple(out.shape)}, not one vector per image")
+        return np.ascontiguousarray(out.float().cpu().numpy())
+
+    def images(self, images: list[Image.Image]) -> np.ndarray:
+        """Vectors of decoded images."""
+        return self.encode(images)
 
     def encoded(self, blobs: list[bytes]) -> tuple[np.ndarray, list[int]]:
         """Vectors of encoded images and the indices of those that decoded."""
-        if self.model is None:
+        if self.method.kind == "phash":  # hashes JPEGs at a reduced decode scale
             hashed = [(i, phash64(b)) for i, b in enumerate(blobs)]
             ok = [(i, h[0]) for i, h in hashed if h is not None]
             return codes(np.array([h for _, h in ok], dtype=np.int64)), [i for i, _ in ok]
-        decoded = []
-        for i, blob in enumerate(blobs):
-            try:
-                decoded.append((i, Image.open(io.BytesIO(blob)).convert("RGB")))
-            except (OSError, ValueError, Image.DecompressionBombError):
-                continue
+        decoded = [(i, im) for i, b in enumerate(blobs) if (im := decode(b)) is not None]
         vectors = self.images([im for _, im in decoded]) if decoded else np.zeros((0, 1))
         return vectors, [i for i, _ in decoded]
+
+
+def decode(blob: bytes) -> Image.Image | None:
+    """An RGB image from encoded bytes; None when they do not decode."""
+    try:
+        return Image.open(io.BytesIO(blob)).convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+def load_torchscript(path: str, device: str) -> Any:
+    """A TorchScript module in eval mode; `InputError` when `path` is not one."""
+    import torch
+
+    try:
+        return torch.jit.load(path, map_location=device).eval()
+    except (RuntimeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"{path} is not a TorchScript model: {first}") from None
+
+
+def phash_codes(images: list[Image.Image]) -> np.ndarray:
+    """faiss binary codes of decoded images' pHashes."""
+    import imagehash
+
+    return codes(np.array([to_int64(imagehash.phash(im)) for im in images], dtype=np.int64))
 
 
 def codes(hashes: np.ndarray) -> np.ndarray:
     """int64 hashes as faiss binary codes (n, 8) uint8, most significant byte first."""
     return hashes.astype(">i8").view(np.uint8).reshape(-1, 8)
-
-
-def build_index(vectors: np.ndarray, binary: bool) -> Any:
-    """An exact faiss index over `vectors`."""
-    import faiss
-
-    index = faiss.IndexBinaryFlat(64) if binary else faiss.IndexFlatIP(vectors.shape[1])
-    if len(vectors):
-        index.add(vectors)
-    return index
-
-
-def serialize(index: Any, binary: bool) -> bytes:
-    import faiss
-
-    fn = faiss.serialize_index_binary if binary else faiss.serialize_index
-    return fn(index).tobytes()
-
-
-def deserialize(blob: bytes, binary: bool) -> Any:
-    import faiss
-
-    fn = faiss.deserialize_index_binary if binary else faiss.deserialize_index
-    return fn(np.frombuffer(blob, dtype=np.uint8))

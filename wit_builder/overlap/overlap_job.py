@@ -1,19 +1,23 @@
 """`wit overlap`: which pool images are copies of evaluation images (see `detect`).
 
-The eval sets are embedded once on the driver into one exact faiss index; one Spark task
-per pool shard embeds its images, searches the broadcast index and writes the shard
-again without its matches.
+The eval sets are embedded once on the driver into one faiss index (`index`); one Spark
+task per pool shard embeds its images, searches the broadcast index and writes the shard
+again without its matches. The run is resumable: finished shards are kept in the work
+directory and a rerun with the same config skips them.
 
 Outputs: ``overlap.parquet`` (uid, shard, key, eval_set, eval_split, eval_index, eval_id,
-score, rank, method: one row per match), ``filtered/`` (the pool shards minus every
-matched sample, same names, with ``sizes.json``), ``eval_sets.json`` (per set: eval
-images, unreadable, pool samples scanned, matched), `stats.json`. Rows are pool samples:
-in = scanned, drops = ``eval_overlap`` (matched), out = kept in ``filtered/``.
+score, rank, method: one row per match), ``near.parquet`` (the same columns for
+neighbours just short of the threshold, for manual review), ``filtered/`` (the pool
+shards minus every matched sample, same names, with ``sizes.json``), ``eval_sets.json``
+(per set: eval images, unreadable, pool samples scanned, matched), `stats.json` (with the
+approximate index's recall against exact search). Rows are pool samples: in = scanned,
+drops = ``eval_overlap`` (matched), out = kept in ``filtered/``.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,7 +34,14 @@ from wit_builder.outputs import StageResult
 from wit_builder.overlap import detect
 from wit_builder.overlap.configs import OverlapConfig
 from wit_builder.overlap.evalimages import eval_images
-from wit_builder.overlap.methods import Embedder, Method, build_index, parse_method, serialize
+from wit_builder.overlap.index import build_index, flat_index, recall, serialize
+from wit_builder.overlap.methods import (
+    DETECTOR_FILE,
+    Embedder,
+    Method,
+    parse_method,
+    resolve_device,
+)
 from wit_builder.spark import run_spark_stage, spark_schema
 from wit_builder.stats import StageStats
 
@@ -41,7 +52,9 @@ STAGE = "overlap"
 OUTPUT_VERSION = 1
 CONFIG = OverlapConfig
 OVERLAP_FILE = "overlap.parquet"
-FILTERED_DIR = "filtered"
+NEAR_FILE = "near.parquet"
+FILTERED_DIR = detect.FILTERED_DIR
+RECALL_QUERIES = 512  # pool images whose neighbours measure an approximate index's recall
 MATCH_COLUMNS = ("uid", "shard", "key", "eval_set", "eval_split", "eval_index", "eval_id",
                  "score", "rank", "method")
 
@@ -55,9 +68,15 @@ def pool_shards(spec: str) -> list[str]:
     return paths
 
 
-def eval_index(cfg: OverlapConfig, method: Method) -> tuple[Any, list[tuple], dict[str, dict]]:
-    """(faiss index, meta per row, per-set counts) over every eval image."""
-    embedder = Embedder(method)
+def method_of(cfg: OverlapConfig) -> Method:
+    """The config's method with its thresholds and input settings."""
+    return parse_method(cfg.method, cfg.threshold, input_size=cfg.input_size, mean=cfg.mean,
+                        std=cfg.std, thresholds=cfg.thresholds, near=cfg.near)
+
+
+def eval_vectors(cfg: OverlapConfig, embedder: Embedder
+                 ) -> tuple[np.ndarray, list[tuple], dict[str, dict]]:
+    """(vectors, meta per row, per-set counts) of every readable eval image."""
     vectors, meta, sets = [], [], {}
     for spec in cfg.eval:
         images = list(eval_images(spec, cfg.split))
@@ -70,7 +89,27 @@ def eval_index(cfg: OverlapConfig, method: Method) -> tuple[Any, list[tuple], di
             meta += [(im.eval_set, im.split, im.index, im.eval_id) for im in chunk]
     if not meta:
         raise InputError("no readable image in the eval sets")
-    return build_index(np.concatenate(vectors), method.binary), meta, sets
+    unknown = set(cfg.thresholds) - set(sets)
+    if unknown:
+        raise InputError(f"thresholds given for unknown eval set(s) {sorted(unknown)}; "
+                         f"the sets are {sorted(sets)}")
+    return np.concatenate(vectors), meta, sets
+
+
+def index_recall(cfg: OverlapConfig, embedder: Embedder, index: Any,
+                 vectors: np.ndarray, paths: list[str]) -> float | None:
+    """Top-k recall of an approximate index against exact search, on pool images."""
+    if cfg.index == "flat":
+        return None
+    blobs = []
+    for path in paths:
+        blobs += [b for _, _, b in detect.pool_samples(path) if b is not None]
+        if len(blobs) >= RECALL_QUERIES:
+            break
+    queries, _ = embedder.encoded(blobs[:RECALL_QUERIES])
+    exact = flat_index(vectors.shape[1], embedder.method.binary)
+    exact.add(vectors)
+    return recall(index, exact, queries, cfg.k)
 
 
 def run_detection(spark: SparkSession, paths: list[str], task: detect.Task) -> pa.Table:
@@ -93,20 +132,34 @@ def per_set(matches: pa.Table, sets: dict[str, dict]) -> dict[str, dict]:
             for name, counts in sets.items()}
 
 
-def build(tmp: Path, cfg: OverlapConfig, paths: list[str], spark: SparkSession) -> StageStats:
-    """Detect overlaps and write the filtered pool into `tmp`."""
-    method = parse_method(cfg.method, cfg.threshold)
-    index, meta, sets = eval_index(cfg, method)
-    (tmp / FILTERED_DIR).mkdir()
+def build(work: Path, cfg: OverlapConfig, paths: list[str], spark: SparkSession) -> StageStats:
+    """Detect overlaps (shards finished in `work` are kept) and write the outputs."""
+    method, device = method_of(cfg), resolve_device(cfg.device)
+    embedder = Embedder(method, device)
+    vectors, meta, sets = eval_vectors(cfg, embedder)
+    index = build_index(vectors, method.binary, cfg.index)
+    index_recall_k = index_recall(cfg, embedder, index, vectors, paths)
+    for sub in (FILTERED_DIR, detect.ROWS_DIR):
+        (work / sub).mkdir(exist_ok=True)
     task = detect.Task(serialize(index, method.binary), meta, method, cfg.k, cfg.batch_size,
-                       str(tmp / FILTERED_DIR))
+                       str(work), device)
     rows = run_detection(spark, paths, task)
-    is_match = pc.equal(rows["kind"], "match")
-    matches = rows.filter(is_match).select(list(MATCH_COLUMNS)).sort_by(
-        [("uid", "ascending"), ("rank", "ascending")])
-    pq.write_table(matches, tmp / OVERLAP_FILE)
-    counts = rows.filter(pc.invert(is_match)).to_pylist()
-    return write_summary(tmp, method, counts, per_set(matches, sets))
+    shutil.rmtree(work / detect.ROWS_DIR)
+    write_neighbours(work, rows)
+    counts = rows.filter(pc.equal(rows["kind"], "count")).to_pylist()
+    matches = pq.read_table(work / OVERLAP_FILE)
+    stats = write_summary(work, method, counts, per_set(matches, sets))
+    if index_recall_k is not None:
+        stats.extra.update(index=cfg.index, index_recall_at_k=round(index_recall_k, 4))
+    return stats
+
+
+def write_neighbours(work: Path, rows: pa.Table) -> None:
+    """``overlap.parquet`` (matches) and ``near.parquet`` (borderline non-matches)."""
+    for kind, name in (("match", OVERLAP_FILE), ("near", NEAR_FILE)):
+        table = rows.filter(pc.equal(rows["kind"], kind)).select(list(MATCH_COLUMNS))
+        pq.write_table(table.sort_by([("uid", "ascending"), ("rank", "ascending")]),
+                       work / name)
 
 
 def write_summary(tmp: Path, method: Method, counts: list[dict],
@@ -123,10 +176,13 @@ def write_summary(tmp: Path, method: Method, counts: list[dict],
     for info in sets.values():
         info["pool_scanned"] = totals["scanned"]
     (tmp / "eval_sets.json").write_text(json.dumps(sets, indent=2) + "\n")
+    if not totals["scanned"]:
+        raise InputError("the pool shards hold no samples")
     stats = StageStats(STAGE, rows_in=totals["scanned"],
                        rows_out=totals["scanned"] - totals["matched"])
     stats.drop("eval_overlap", totals["matched"])
     stats.extra.update(method=method.name, threshold=method.threshold,
+                       thresholds=method.thresholds,
                        unreadable_pool_images=totals["unreadable"], eval_sets=sets)
     if totals["unreadable"]:
         stats.notice(f"{totals['unreadable']} pool image(s) could not be decoded (kept in "
@@ -134,12 +190,21 @@ def write_summary(tmp: Path, method: Method, counts: list[dict],
     return stats
 
 
+def method_files(method: Method) -> list[str]:
+    """The files a method reads (their fingerprints are part of the config hash)."""
+    files = [method.path] if method.path else []
+    if method.kind == "detector":
+        files.append(str(Path(method.path).with_name(DETECTOR_FILE)))
+    return files
+
+
 def run(cfg: OverlapConfig, spark: SparkSession | None = None) -> StageResult:
     """Run the stage (skips when `cfg.out` is complete for this config)."""
     paths = pool_shards(cfg.shards)
-    method = parse_method(cfg.method, cfg.threshold)
+    method = method_of(cfg)
     inputs: list[Any] = [fingerprint(paths)]
-    if method.checkpoint:
-        inputs.append(fingerprint([method.checkpoint]))
+    if method.path:
+        inputs.append(fingerprint(method_files(method)))
     return run_spark_stage(STAGE, OUTPUT_VERSION, cfg, inputs,
-                           lambda tmp, session: build(tmp, cfg, paths, session), spark)
+                           lambda work, session: build(work, cfg, paths, session), spark,
+                           resumable=True)

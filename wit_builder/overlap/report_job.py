@@ -1,9 +1,11 @@
 """`wit overlap report`: the CLIP §5 overlap table (see `report`) and its galleries.
 
-Reads a `wit overlap` output (its marker names the eval sets, split, method and pool
-shards). With ``--checkpoint`` the zero-shot accuracy of every eval image is computed
-and split into Clean and Overlap. Outputs ``report.json``, ``report.md``, a self-contained
-``report.html`` and `stats.json`; rows are eval images (in = out: nothing is dropped).
+Reads a `wit overlap` output (its marker names the eval sets, split, method, thresholds
+and pool shards). With ``--checkpoint`` the zero-shot accuracy of every eval image of a
+labelled set is computed and split into Clean and Overlap. Outputs ``report.json``,
+``report.md``, a self-contained ``report.html`` (the table; galleries of the strongest
+matches and of the borderline pairs just above and below the threshold; the calibration
+plot of ``--calibration``) and `stats.json`; rows are eval images (in = out).
 """
 
 from __future__ import annotations
@@ -19,15 +21,14 @@ from PIL import Image
 
 from wit_builder.clip.configs import EvalConfig
 from wit_builder.clip.data import expand_shards
-from wit_builder.clip.evalsets import load_eval_set
 from wit_builder.errors import InputError
 from wit_builder.inputs import fingerprint
 from wit_builder.outputs import StageResult, read_marker, run_stage
 from wit_builder.overlap import html, report
 from wit_builder.overlap.configs import ReportConfig
-from wit_builder.overlap.evalimages import set_name, splits_of
-from wit_builder.overlap.methods import parse_method
-from wit_builder.overlap.overlap_job import OVERLAP_FILE
+from wit_builder.overlap.evalimages import load_set, set_name, splits_of
+from wit_builder.overlap.methods import Method
+from wit_builder.overlap.overlap_job import NEAR_FILE, OVERLAP_FILE
 from wit_builder.stats import StageStats
 
 STAGE = "report"
@@ -36,11 +37,20 @@ CONFIG = ReportConfig
 
 
 def overlap_run(path: Path) -> dict[str, Any]:
-    """The config of the `wit overlap` output at `path`; `InputError` if it is not one."""
+    """The config of the `wit overlap` output at `path` plus its ``stats``; `InputError`
+    if it is not one."""
     marker = read_marker(path)
     if marker is None or marker.get("stage") != "overlap":
         raise InputError(f"{path} is not a finished `wit overlap` output")
-    return marker["config"]
+    return {**marker["config"], "stats": marker["stats"]}
+
+
+def recorded_method(run: dict[str, Any]) -> Method:
+    """The method and thresholds the overlap run used (from its stats; no model needed)."""
+    kind = run["method"].partition(":")[0]
+    stats = run["stats"]
+    return Method(run["method"], kind, float(stats["threshold"]), binary=kind == "phash",
+                  thresholds=stats.get("thresholds") or {})
 
 
 def checkpoint_model(cfg: ReportConfig) -> Any:
@@ -62,12 +72,13 @@ def table(cfg: ReportConfig, run: dict[str, Any], matches: list[dict]) -> list[r
     model, rows = checkpoint_model(cfg), []
     settings = None if model is None else EvalConfig(checkpoint=cfg.checkpoint, out=cfg.out)
     for spec in run["eval"]:
-        evalset, name = load_eval_set(spec), set_name(spec)
+        evalset, name = load_set(spec), set_name(spec)
         for split, images in splits_of(spec, run["split"], evalset):
             hit = {m["eval_index"] for m in matches
                    if m["eval_set"] == name and m["eval_split"] == split}
-            correct = None if model is None else zero_shot_correct(model, evalset, images,
-                                                                   settings)
+            labelled = model is not None and evalset.classnames
+            correct = zero_shot_correct(model, evalset, images, settings) if labelled \
+                else None
             rows.append(report.set_overlap(name, split, len(images), hit, correct))
     report.bonferroni(rows)
     return rows
@@ -89,37 +100,71 @@ def pool_sample(shards: dict[str, str], shard: str, key: str) -> tuple[Image.Ima
     return image, meta
 
 
-def gallery(run: dict[str, Any], matches: list[dict], count: int) -> list[dict]:
-    """The `count` strongest matches with thumbnails, captions and URLs."""
-    method = parse_method(run["method"], run.get("threshold"))
-    best = sorted(matches, key=lambda m: m["score"], reverse=not method.binary)[:count]
+def with_images(run: dict[str, Any], pairs: list[dict]) -> list[dict]:
+    """`pairs` (overlap rows) with both thumbnails, the pool caption and URL."""
     shards = {Path(p).name: p for p in expand_shards(run["shards"])}
     specs = {set_name(s): s for s in run["eval"]}
     splits: dict[tuple[str, str], Any] = {}  # each eval split loaded once
     out = []
-    for m in best:
+    for m in pairs:
         where = (m["eval_set"], m["eval_split"])
         if where not in splits:
             splits[where] = dict(splits_of(specs[where[0]], where[1]))[where[1]]
         pool_image, meta = pool_sample(shards, m["shard"], m["key"])
         out.append({**m, "eval_img": html.data_uri(splits[where].load(m["eval_index"])),
                     "pool_img": html.data_uri(pool_image),
-            "caption": meta.get("caption", ""), "url": meta.get("url", "")})
+                    "caption": meta.get("caption", ""), "url": meta.get("url", "")})
     return out
 
 
+def strongest(method: Method, matches: list[dict], count: int) -> list[dict]:
+    """The `count` best-scoring matches (best first)."""
+    return sorted(matches, key=lambda m: m["score"], reverse=not method.binary)[:count]
+
+
+def borderline(method: Method, matches: list[dict], near: list[dict], count: int
+               ) -> list[dict]:
+    """The `count` weakest matches and the `count` strongest non-matches, ordered from
+    best to worst score so the threshold falls between the two halves."""
+    def margin(m: dict) -> float:
+        return abs(m["score"] - method.threshold_for(m["eval_set"]))
+
+    above = [{**m, "side": "match"} for m in sorted(matches, key=margin)[:count]]
+    below = [{**m, "side": "no match"} for m in sorted(near, key=margin)[:count]]
+    return strongest(method, above + below, 2 * count)
+
+
 def write_html(tmp: Path, cfg: ReportConfig, run: dict, rows: list[report.SetOverlap],
-               matches: list[dict]) -> None:
-    """``report.html``: the table and the gallery of the strongest matches."""
-    method = parse_method(run["method"], run.get("threshold"))
+               matches: list[dict], near: list[dict]) -> None:
+    """``report.html``: the table, the galleries and the calibration plot."""
+    method = recorded_method(run)
     headers = list(rows[0].to_dict()) if rows else []
     cells = [[_cell(v) for v in r.to_dict().values()] for r in rows]
+    half = max(1, cfg.gallery // 2)
+    galleries = [{"title": "Strongest matches",
+                  "matches": with_images(run, strongest(method, matches, cfg.gallery))},
+                 {"title": "Borderline: the weakest matches and the closest non-matches",
+                  "matches": with_images(run, borderline(method, matches, near, half))}]
     page = html.render({"method": method.name, "threshold": method.threshold,
-                        "semantic": not method.binary, "checkpoint": cfg.checkpoint,
-                        "headers": headers, "rows": cells, "galleries": [
-                            {"title": "Strongest matches",
-                             "matches": gallery(run, matches, cfg.gallery)}]})
+                        "thresholds": method.thresholds, "semantic": method.semantic,
+                        "checkpoint": cfg.checkpoint, "headers": headers, "rows": cells,
+                        "galleries": galleries if cfg.gallery else [],
+                        "calibration": calibration_plot(cfg.calibration)})
     (tmp / "report.html").write_text(page, encoding="utf-8")
+
+
+def calibration_plot(directory: Path | None) -> str:
+    """The PR plot of a `wit overlap calibrate` output as a data URI ('' without one)."""
+    if directory is None:
+        return ""
+    from wit_builder.overlap.calibrate_job import PLOT_FILE
+
+    plot = directory / PLOT_FILE
+    if not plot.is_file():
+        raise InputError(f"{directory} is not a `wit overlap calibrate` output "
+                         f"(no {PLOT_FILE})")
+    with Image.open(plot) as image:
+        return html.data_uri(image, size=None)
 
 
 def _cell(value: Any) -> str:
@@ -130,12 +175,13 @@ def build(tmp: Path, cfg: ReportConfig) -> StageStats:
     """Write the report files into `tmp`."""
     run = overlap_run(cfg.overlap)
     matches = pq.read_table(cfg.overlap / OVERLAP_FILE).to_pylist()
+    near = pq.read_table(cfg.overlap / NEAR_FILE).to_pylist()
     rows = table(cfg, run, matches)
     data = {"method": run["method"], "checkpoint": str(cfg.checkpoint or ""),
             "sets": [r.to_dict() for r in rows]}
     (tmp / "report.json").write_text(json.dumps(data, indent=2) + "\n")
     (tmp / "report.md").write_text(report.markdown(rows, run["method"]))
-    write_html(tmp, cfg, run, rows, matches)
+    write_html(tmp, cfg, run, rows, matches, near)
     n = sum(r.n_all for r in rows)
     return StageStats(STAGE, rows_in=n, rows_out=n, extra={"sets": len(rows)})
 
@@ -148,4 +194,7 @@ def run(cfg: ReportConfig) -> StageResult:
         if not cfg.checkpoint.is_file():
             raise InputError(f"checkpoint not found: {cfg.checkpoint}")
         inputs.append(fingerprint([str(cfg.checkpoint)]))
+    if cfg.calibration is not None:
+        calibration_plot(cfg.calibration)  # checked before any work
+        inputs.append(fingerprint([str(cfg.calibration / "_SUCCESS")]))
     return run_stage(STAGE, OUTPUT_VERSION, cfg, inputs, lambda tmp: build(tmp, cfg))
