@@ -310,3 +310,36 @@ def test_download_and_shards_bad_inputs_are_one_line_errors(tmp_path, pairs_dir)
     code, _, err = wit("shards", "--images", pairs_dir, "--out", tmp_path / "s")
     assert_one_line_error(code, err, 2, "holds no .tar shard: expected a `wit download` output")
     no_litter(tmp_path)
+
+
+def test_overlap_bad_inputs_are_one_line_errors(tmp_path, shards):
+    """A missing eval dir, an empty pool, models that are not models or do not fit, and
+    thresholds for a set that is not checked: one line each, exit 2, nothing left."""
+    empty = tmp_path / "empty.tar"
+    write_shard(empty, [])
+    misfit = tmp_path / "misfit.pt"
+    torch.save({"state_dict": {"visual.proj": torch.zeros(3)}, "config": {"model": "tiny"}},
+               misfit)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a model at all")
+    out = tmp_path / "o"
+    probes = [
+        (["--shards", shards, "--eval", f"imagefolder:{tmp_path / 'nope'}"], "not a directory"),
+        (["--shards", str(empty)], "the pool shards hold no samples"),
+        (["--shards", shards, "--method", f"clip:{misfit}"], "does not fit model tiny"),
+        (["--shards", shards, "--method", f"torchscript:{junk}"], "is not a TorchScript model"),
+        (["--shards", shards, "--method", f"detector:{tmp_path}"], "is not a `wit overlap "
+         "train-detector` output"),
+        (["--shards", shards, "--set", "thresholds.cifar10=3"], "thresholds given for unknown"),
+        (["--shards", shards, "--method", "sscd"], "unknown method 'sscd'"),
+    ]
+    for args, text in probes:
+        code, _, err = wit("overlap", *args, "--out", out, "--master", "local[1]")
+        assert_one_line_error(code, err, 2, text)
+        assert not out.exists()
+    code, _, err = wit("overlap", "train-detector", "--shards", str(empty), "--out", out,
+                       "--steps", "1", "--batch-size", "2", "--workers", "0")
+    assert_one_line_error(code, err, 2, "the pool shards hold no samples")
+    code, _, err = wit("overlap", "calibrate", "--shards", str(empty), "--out", out)
+    assert_one_line_error(code, err, 2, "the pool shards hold no readable image")
+    no_litter(tmp_path)

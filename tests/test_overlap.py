@@ -16,7 +16,7 @@ from PIL import Image
 from scipy.stats import beta
 from typer.testing import CliRunner
 
-from tests.builders import REPO, write_shard
+from tests.builders import REPO, png, write_shard
 from tests.imageserver import PHOTOS, photo
 from wit_builder.cli import app
 from wit_builder.clip.configs import get_config
@@ -185,3 +185,114 @@ def test_report_html_in_a_real_headless_browser(pool, phash_run, tmp_path):
                    check=True)
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)
     assert pixels.std() > 20  # photos and text, not a blank page
+
+
+@pytest.fixture(scope="module")
+def detector_dir(pool, tmp_path_factory):
+    """A copy detector trained for 30 steps on the pool at 64 px (CPU, seconds)."""
+    out = tmp_path_factory.mktemp("detector") / "detector"
+    result = CliRunner().invoke(app, [
+        "overlap", "train-detector", "--shards", pool[0], "--out", str(out), "--image-size",
+        "64", "--batch-size", "8", "--steps", "30", "--workers", "0", "--set",
+        "checkpoint_every=10"])
+    assert result.exit_code == 0, result.stderr
+    return out
+
+
+def test_detector_is_torchscript_with_its_description(detector_dir):
+    info = json.loads((detector_dir / "detector.json").read_text())
+    assert (info["arch"], info["dim"], info["input_size"]) == ("resnet18", 256, 64)
+    assert 0 < info["threshold"] < 1 and info["check"]["images"] == 17  # one is broken
+    model = torch.jit.load(str(detector_dir / "model.pt"))
+    vectors = model(torch.randn(3, 3, 64, 64))
+    assert vectors.shape == (3, 256)
+    assert torch.allclose(vectors.norm(dim=1), torch.ones(3), atol=1e-5)
+    stats = json.loads((detector_dir / "stats.json").read_text())
+    assert stats["rows_out"] == 30 * 8 and stats["drops"]["unreadable"] >= 1
+    assert stats["rows_in"] == stats["rows_out"] + stats["drops"]["unreadable"]
+    assert len((detector_dir / "train_log.jsonl").read_text().splitlines()) == 30
+    assert not (detector_dir / "state.pt").exists()
+
+
+def test_detector_and_torchscript_methods_share_one_path(pool, detector_dir, spark, tmp_path):
+    """`detector:DIR` matches exactly the planted copies, each with its source among its 3
+    nearest (a 30-step detector tells photos from digits, not yet digit from digit); the
+    same TorchScript file given as `torchscript:PATH` with the detector's input size gives
+    the same matches."""
+    shards, planted = pool
+    runs = {}
+    for spec, extra in ((f"detector:{detector_dir}", {}),
+                        (f"torchscript:{detector_dir / 'model.pt'}", {"input_size": 64})):
+        cfg = OverlapConfig(shards=shards, out=tmp_path / spec.split(":")[0], method=spec,
+                            threshold=0.99, k=3, **extra)
+        matches = pq.read_table(overlap_job.run(cfg, spark).out_dir / "overlap.parquet")
+        runs[spec.split(":")[0]] = [(m["uid"], m["eval_index"], round(m["score"], 5))
+                                    for m in matches.to_pylist()]
+    assert {uid for uid, _, _ in runs["detector"]} == set(planted)
+    assert set(planted.items()) <= {(uid, index) for uid, index, _ in runs["detector"]}
+    assert runs["detector"] == runs["torchscript"]
+
+
+@pytest.mark.parametrize("index", ["ivf", "hnsw"])
+def test_approximate_indexes_find_the_same_matches_and_report_recall(pool, phash_run, spark,
+                                                                     tmp_path, index):
+    result = overlap_job.run(OverlapConfig(shards=pool[0], out=tmp_path / index, index=index),
+                             spark)
+    read = pq.read_table
+    assert read(result.out_dir / "overlap.parquet").equals(
+        read(phash_run.out_dir / "overlap.parquet"))
+    assert 0.5 <= result.marker["stats"]["index_recall_at_k"] <= 1.0
+
+
+def test_wds_eval_sets_and_per_set_thresholds(pool, spark, tmp_path):
+    """Eval images in webdataset shards are found under their keys; a per-set threshold
+    no distance can meet silences one set and leaves the other as it was."""
+    shards, planted = pool
+    test = load_digits_set().test
+    chosen = [7, 120, 5, 6, 8]  # 7 and 120 are planted in the pool
+    root = tmp_path / "evalshards"
+    root.mkdir()
+    write_shard(root / "00000.tar", [(f"eval-{i}.png", png(np.asarray(test.load(i))))
+                                     for i in chosen])
+    spec = f"wds:{root}/00000.tar"
+    cfg = OverlapConfig(shards=shards, out=tmp_path / "o", eval=[spec, "digits"])
+    matches = pq.read_table(overlap_job.run(cfg, spark).out_dir / "overlap.parquet")
+    found = {(m["uid"], m["eval_id"]) for m in matches.to_pylist()
+             if m["eval_set"] == "evalshards"}
+    assert found == {("u001", "eval-7"), ("u004", "eval-120")}
+    quiet = OverlapConfig(shards=shards, out=tmp_path / "q", eval=[spec, "digits"],
+                          thresholds={"evalshards": -1})
+    result = overlap_job.run(quiet, spark)
+    sets = {m["eval_set"] for m in pq.read_table(result.out_dir / "overlap.parquet")
+            .to_pylist()}
+    assert sets == {"digits"}
+    assert result.marker["stats"]["eval_sets"]["evalshards"]["matches"] == 0
+    assert result.marker["stats"]["eval_sets"]["digits"]["matches"] == len(planted)
+
+
+def test_calibration_of_phash_and_its_plot_in_the_report(pool, phash_run, tmp_path):
+    """pHash survives resizing, JPEG and grayscale and not a mirror flip (a known property
+    of the DCT hash); the report embeds the PR plot. The pool sample is the filtered pool
+    (copies already there would count as false matches)."""
+    out = tmp_path / "calibration"
+    clean = f"{phash_run.out_dir}/filtered/*.tar"
+    result = CliRunner().invoke(app, ["overlap", "calibrate", "--shards", clean, "--out",
+                                      str(out), "--eval-sample", "40"])
+    assert result.exit_code == 0, result.stderr
+    data = json.loads((out / "calibration.json").read_text())
+    at = data["at_suggested"]
+    assert data["suggested_threshold"] is not None and at["all"]["precision"] >= 0.99
+    for name in ("resize_50", "jpeg_30_50", "grayscale"):
+        assert at[name]["recall"] >= 0.95, (name, at[name])
+    assert at["flip"]["recall"] <= 0.1
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["copies"] == 40 * 8 and stats["drops"] == {"unreadable": 1}
+    plot = Image.open(out / "pr_curve.png")
+    assert plot.size == (700, 500)
+    report_dir = tmp_path / "report"
+    result = CliRunner().invoke(app, ["overlap", "report", "--overlap",
+                                      str(phash_run.out_dir), "--calibration", str(out),
+                                      "--out", str(report_dir)])
+    assert result.exit_code == 0, result.stderr
+    assert '<img class="plot" alt="calibration" src="data:image/png' in (
+        report_dir / "report.html").read_text()

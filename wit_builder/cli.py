@@ -291,8 +291,8 @@ def _register_spark_stages() -> None:
 
 
 def _overlap_commands(group: typer.Typer) -> None:
-    """`wit overlap report`."""
-    from wit_builder.overlap.configs import ReportConfig
+    """`wit overlap report`, `train-detector` and `calibrate`."""
+    from wit_builder.overlap.configs import CalibrateConfig, DetectorConfig, ReportConfig
 
     def run_report(cfg: Any) -> None:
         from wit_builder.overlap import report_job
@@ -304,6 +304,12 @@ def _overlap_commands(group: typer.Typer) -> None:
 
     stage_command("report", ReportConfig, "The CLIP §5 overlap table and galleries of a "
                   "`wit overlap` output.", run_report, on=group)
+    stage_command("train-detector", DetectorConfig, "Train the copy detector (CLIP App. C: "
+                  "ResNet, InfoNCE over augmented copies) on pool images.",
+                  _job_runner("wit_builder.overlap.train_detector_job"), on=group)
+    stage_command("calibrate", CalibrateConfig, "Plant transformed copies of eval images "
+                  "in a pool sample; precision and recall per transformation and threshold.",
+                  _job_runner("wit_builder.overlap.calibrate_job"), on=group)
 
 
 # Stages with sub-commands: name → function adding them to the stage's group.

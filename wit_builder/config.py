@@ -61,13 +61,23 @@ C = TypeVar("C", bound=BaseModel)
 
 
 def parse_set(items: list[str]) -> dict[str, Any]:
-    """Turn `key=value` strings into a dict; values are parsed as YAML scalars/lists."""
+    """Turn `key=value` strings into a dict; values are parsed as YAML scalars/lists.
+
+    ``field.name=value`` sets one entry of a mapping field (``thresholds.digits=2``,
+    ``spark_conf.spark.executor.memory=8g``): the first dot separates field and entry.
+    """
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set expects key=value, got {item!r}")
-        out[key.strip().replace("-", "_")] = yaml.safe_load(raw) if raw else ""
+        value = yaml.safe_load(raw) if raw else ""
+        field, dot, entry = key.strip().partition(".")
+        field = field.replace("-", "_")
+        if dot:
+            out.setdefault(field, {})[entry] = value
+        else:
+            out[field] = value
     return out
 
 
@@ -113,7 +123,9 @@ def load_config(
     """Build a validated `cls` from the layered sources (see module docstring)."""
     data: dict[str, Any] = read_yaml_section(config_file, stage) if config_file else {}
     data.update({k: v for k, v in (flags or {}).items() if v is not None})
-    data.update(parse_set(sets or []))
+    for key, value in parse_set(sets or []).items():
+        merge = isinstance(value, dict) and isinstance(data.get(key), dict)
+        data[key] = {**data[key], **value} if merge else value
     try:
         return cls.model_validate(data)
     except ValidationError as e:

@@ -15,6 +15,7 @@ std, dimension, suggested threshold), so ``--method detector:DIR`` and
 
 from __future__ import annotations
 
+import io
 import random
 from collections.abc import Iterator
 from typing import Any
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
+from PIL import Image
 from torch import nn
 from torchvision.transforms import v2
 
@@ -56,15 +58,29 @@ def plain_transform(size: int) -> v2.Compose:
 def copy_transform(size: int) -> v2.Compose:
     """A random web copy of an image (see module docstring), then as `plain_transform`."""
     return v2.Compose([
-        v2.PILToTensor(),
         v2.RandomResizedCrop((size, size), scale=(0.4, 1.0), ratio=(0.6, 1.67),
                              antialias=True),
         v2.RandomHorizontalFlip(),
         v2.RandomApply([v2.RandomRotation(8)], p=0.3),
         v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.05)], p=0.7),
         v2.RandomGrayscale(p=0.2),
-        v2.RandomApply([v2.JPEG((25, 90))], p=0.5),  # on uint8, before the float step
-        v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)])
+        v2.RandomApply([JpegCopy(25, 90)], p=0.5),
+        v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)])
+
+
+class JpegCopy(nn.Module):
+    """Re-encode a PIL image as JPEG at a random quality in [low, high] (Pillow's encoder:
+    torchvision's own image codecs are deprecated)."""
+
+    def __init__(self, low: int, high: int) -> None:
+        super().__init__()
+        self.low, self.high = low, high
+
+    def forward(self, image: Image.Image) -> Image.Image:
+        quality = int(torch.randint(self.low, self.high + 1, ()).item())
+        out = io.BytesIO()
+        image.convert("RGB").save(out, format="JPEG", quality=quality)
+        return Image.open(io.BytesIO(out.getvalue())).convert("RGB")
 
 
 def info_nce(plain: torch.Tensor, copies: torch.Tensor) -> torch.Tensor:
@@ -92,16 +108,43 @@ class PairStream(torch.utils.data.IterableDataset):
         torch.manual_seed(self.seed * 1000 + worker)
         plain, copy = plain_transform(self.size), copy_transform(self.size)
         while True:
+            seen = 0
             for path in rng.sample(mine, len(mine)):
                 for _, _, blob in pool_samples(path):
+                    seen += 1
                     image = decode(blob) if blob is not None else None
                     yield None if image is None else (plain(image), copy(image))
+            if not seen:  # an empty pool: end the stream instead of spinning
+                return
+
+
+def distinct_pairs(shards: list[str], size: int, count: int, seed: int
+                   ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(plain, copy) views of up to `count` distinct readable pool images (first ones in
+    shard order), for the closing similarity check."""
+    from wit_builder.overlap.detect import pool_samples
+
+    torch.manual_seed(seed)
+    plain, copy = plain_transform(size), copy_transform(size)
+    pairs = []
+    for path in shards:
+        for _, _, blob in pool_samples(path):
+            image = decode(blob) if blob is not None else None
+            if image is not None:
+                pairs.append((plain(image), copy(image)))
+            if len(pairs) == count:
+                return pairs
+    return pairs
 
 
 def export(model: CopyDetector, size: int) -> torch.jit.ScriptModule:
     """The model in eval mode on the CPU as TorchScript (traced on a size×size batch)."""
+    import warnings
+
     model = model.eval().cpu()
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # TorchScript is the exchange format here (SSCD's models ship as TorchScript)
+        warnings.simplefilter("ignore", FutureWarning)
         return torch.jit.trace(model, torch.zeros(2, 3, size, size))
 
 

@@ -198,10 +198,14 @@ def decode(blob: bytes) -> Image.Image | None:
 
 def load_torchscript(path: str, device: str) -> Any:
     """A TorchScript module in eval mode; `InputError` when `path` is not one."""
+    import warnings
+
     import torch
 
     try:
-        return torch.jit.load(path, map_location=device).eval()
+        with warnings.catch_warnings():  # TorchScript is the format SSCD's models ship in
+            warnings.simplefilter("ignore", FutureWarning)
+            return torch.jit.load(path, map_location=device).eval()
     except (RuntimeError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise InputError(f"{path} is not a TorchScript model: {first}") from None
