@@ -97,7 +97,7 @@ def cluster(tmp_path_factory, bare_python) -> Iterator[str]:
             proc.wait(timeout=30)
     log = master_log.read_text()
     for stage in ("querylist", "extract", "match", "balance", "curate", "download",
-                  "shards"):
+                  "shards", "overlap"):
         assert f"Registering app wit-{stage}" in log, stage
 
 
@@ -180,3 +180,26 @@ def test_spark_submit_download_and_shards_on_standalone_cluster(cluster, bare_py
     expected = pq.read_table(reference.out_dir / "manifest.parquet", columns=columns)
     assert on_cluster.sort_by("uid").equals(expected.sort_by("uid"))
     assert on_cluster.num_rows == 6  # 6 photos; 2 copies removed, 1 missing
+    overlap_on_cluster(cluster, bare_python, spark, tmp_path, reference.out_dir)
+
+
+def overlap_on_cluster(cluster: str, python: str, spark, tmp_path: Path, shards: Path) -> None:
+    """`jobs/overlap.py` on the final shards against an ImageFolder holding two of the
+    photos: the same matches and filtered shards as a local run."""
+    from tests.imageserver import PHOTOS, photo
+    from wit_builder.overlap import overlap_job
+    from wit_builder.overlap.configs import OverlapConfig
+
+    for name in PHOTOS[:2]:
+        (tmp_path / "evalset" / name).mkdir(parents=True)
+        photo(name).convert("RGB").save(tmp_path / "evalset" / name / "0.png")
+    args = ["--shards", f"{shards}/*.tar", "--eval", f"imagefolder:{tmp_path / 'evalset'}"]
+    submit(cluster, python, "overlap", *args, "--out", str(tmp_path / "overlap"), tmp=tmp_path)
+    local = overlap_job.run(OverlapConfig(shards=f"{shards}/*.tar", out=tmp_path / "o-local",
+                                          eval=[f"imagefolder:{tmp_path / 'evalset'}"]), spark)
+    on_cluster = pq.read_table(tmp_path / "overlap" / "overlap.parquet")
+    assert on_cluster.equals(pq.read_table(local.out_dir / "overlap.parquet"))
+    assert sorted(on_cluster.column("eval_id").to_pylist()) == sorted(
+        f"{name}/0.png" for name in PHOTOS[:2])
+    sizes = (tmp_path / "overlap" / "filtered" / "sizes.json").read_text()
+    assert sizes == (local.out_dir / "filtered" / "sizes.json").read_text()

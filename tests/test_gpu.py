@@ -48,3 +48,32 @@ def test_bf16_training_on_cuda_learns_and_saves_cpu_loadable_checkpoints(tmp_pat
 
     losses = [json.loads(line)["loss"] for line in lines]
     assert losses[-1] < 0.7 * losses[0]
+
+
+def test_overlap_on_cuda_finds_what_the_cpu_finds(tmp_path, spark):
+    """Detector embeddings on CUDA (and the fp16 flat index when faiss has GPU support)
+    give the same matches as the CPU, scores within fp16 rounding."""
+    import pyarrow.parquet as pq
+
+    from wit_builder.clip.evalsets import load_digits_set
+    from wit_builder.overlap import detector, overlap_job
+    from wit_builder.overlap.configs import OverlapConfig
+
+    torch.manual_seed(0)
+    model_dir = tmp_path / "detector"
+    model_dir.mkdir()
+    detector.export(detector.CopyDetector(), 64).save(str(model_dir / "model.pt"))
+    (model_dir / "detector.json").write_text(json.dumps(
+        detector.describe("resnet18", 256, 64, 0.999)))
+    test = load_digits_set().test
+    members = [(f"{i:04d}.png", png(np.asarray(test.load(i)))) for i in range(0, 40, 3)]
+    shard = write_shard(tmp_path / "00000.tar", members)
+    found = {}
+    for device in ("cpu", "cuda"):
+        cfg = OverlapConfig(shards=str(shard), out=tmp_path / device, device=device,
+                            method=f"detector:{model_dir}", k=1)
+        rows = pq.read_table(overlap_job.run(cfg, spark).out_dir / "overlap.parquet")
+        found[device] = {(r["key"], r["eval_index"]): r["score"] for r in rows.to_pylist()}
+    assert found["cpu"].keys() == found["cuda"].keys() and len(found["cpu"]) >= 10
+    for key, score in found["cpu"].items():
+        assert abs(score - found["cuda"][key]) < 2e-3

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
+import signal
 import subprocess
+import sys
 import tarfile
+import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -16,7 +21,7 @@ from PIL import Image
 from scipy.stats import beta
 from typer.testing import CliRunner
 
-from tests.builders import REPO, png, write_shard
+from tests.builders import REPO, png, repo_env, write_shard
 from tests.imageserver import PHOTOS, photo
 from wit_builder.cli import app
 from wit_builder.clip.configs import get_config
@@ -296,3 +301,31 @@ def test_calibration_of_phash_and_its_plot_in_the_report(pool, phash_run, tmp_pa
     assert result.exit_code == 0, result.stderr
     assert '<img class="plot" alt="calibration" src="data:image/png' in (
         report_dir / "report.html").read_text()
+
+
+def test_a_killed_run_resumes_at_the_unfinished_shards(pool, phash_run, tmp_path):
+    """SIGKILL once a shard is finished; the rerun keeps that shard's filtered copy (same
+    file, not rewritten) and ends with the same outputs as an uninterrupted run."""
+    out = tmp_path / "o"
+    args = [sys.executable, "-m", "wit_builder.cli", "overlap", "--shards", pool[0], "--out",
+            str(out), "--master", "local[1]"]
+    proc = subprocess.Popen(args, env=repo_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 240
+    finished: list[Path] = []
+    while not finished and proc.poll() is None and time.monotonic() < deadline:
+        finished = sorted(tmp_path.glob(".o.work-*/rows/*.parquet"))
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert finished, "no shard finished before the deadline"
+    shard = finished[0].name.removesuffix(".parquet")
+    kept = finished[0].parent.parent / "filtered" / shard
+    stamp = kept.stat().st_mtime_ns
+    rerun = subprocess.run(args, env=repo_env(), capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert (out / "filtered" / shard).stat().st_mtime_ns == stamp
+    assert pq.read_table(out / "overlap.parquet").equals(
+        pq.read_table(phash_run.out_dir / "overlap.parquet"))
+    assert json.loads((out / "stats.json").read_text())["drops"] == {"eval_overlap": 4}
+    assert not list(tmp_path.glob(".o.*"))
