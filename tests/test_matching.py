@@ -29,6 +29,9 @@ def ids_to_entries(text: str) -> set[str]:
     ("rock-n-roll legends", {"rock-n-roll"}),
     ("Zürich, Switzerland", {"Zürich", ","}),
     ("dogs", set()),
+    ("Boy`s dog", {"dog"}),                            # "Boy ` s dog"
+    ("a `dog` toy", {"dog"}),                          # the backtick is wrapped too
+    ("hot dog`s", {"hot dog", "dog"}),
 ])
 def test_rule_boundary_cases(text, expected):
     assert ids_to_entries(text) == expected
@@ -36,12 +39,36 @@ def test_rule_boundary_cases(text, expected):
 
 def test_normalize_text():
     assert normalize_text("a,b.\tc") == " a , b .  c "
+    assert normalize_text("Boy`s") == " Boy ` s "
+
+
+def rule_text(text: str) -> str:
+    """MetaCLIP's rule written out independently of `normalize_text`."""
+    for space in "\t\n\r":
+        text = text.replace(space, " ")
+    for mark in [",", ".", ";", ":", "?", "!", "`"]:
+        text = text.replace(mark, " " + mark + " ")
+    return " " + text + " "
 
 
 def naive_match(entries: list[str], text: str) -> list[int]:
     """Reference: the rule applied literally, one `in` test per entry."""
-    padded = normalize_text(text)
+    padded = rule_text(text)
     return [i for i, e in enumerate(entries) if e and f" {e} " in padded]
+
+
+def test_backtick_texts_equal_the_reference():
+    """Real alt-texts with a backtick (as an apostrophe or a quote) match as the rule says:
+    "Boy`s" is "Boy ` s", so "Boy" matches and "Boy`s" never can."""
+    entries = ["Boy", "Boy`s", "s", "coated", "hooded jacket", "`", "Mom", "Mom`s", "tea",
+               "dog", "it", "`dog`"]
+    texts = ["Boy`s coated hooded jacket", "Mom`s `special` tea", "it`s a `dog`", "``",
+             "Boy`s", "tea`"]
+    automaton = build_automaton(entries)
+    for text in texts:
+        assert match_ids(automaton, text) == naive_match(entries, text), text
+    assert {entries[i] for i in match_ids(automaton, texts[0])} == {
+        "Boy", "s", "coated", "hooded jacket", "`"}
 
 
 def test_equals_naive_reference_on_real_alt_texts():

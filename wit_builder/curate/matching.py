@@ -1,11 +1,11 @@
 """MetaCLIP's substring-matching rule, implemented with an Aho-Corasick automaton.
 
 The rule (case-sensitive, no Unicode folding): pad the text with one space on each side,
-turn tab, newline and carriage return into spaces, and surround each of ``, . ; : ? !``
-with spaces; entry *e* matches when ``" e "`` is a substring of the result. So "dog"
-matches "a dog, a cat" and "dog!" but not "hot-dog", "dog's" or "(dog)"; and an entry that
-holds one of the wrapped marks, such as "St. Louis", can never match (the text becomes
-"St . Louis").
+turn tab, newline and carriage return into spaces, and surround each of the seven marks
+``,`` ``.`` ``;`` ``:`` ``?`` ``!`` and the backtick with spaces; entry *e* matches when
+``" e "`` is a substring of the result. So "dog" matches "a dog, a cat" and "dog!" but
+not "hot-dog", "dog's" or "(dog)"; and an entry that holds one of the wrapped marks, such
+as "St. Louis", can never match (the text becomes "St . Louis").
 
 One automaton over all padded entries finds every entry of a text in one pass over it
 (overlapping matches included: " New York " and " York " both match "New York").
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from pyspark.broadcast import Broadcast
     from pyspark.sql import DataFrame
 
-WRAPPED_PUNCTUATION = ",.;:?!"
+WRAPPED_PUNCTUATION = ",.;:?!`"  # MetaCLIP spaces out these seven marks
 # Joins the texts of a batch (`match_many`); entries holding it are left out of the
 # automaton, so no match can span two texts.
 _SEPARATOR = "\x00"
