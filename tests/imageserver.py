@@ -7,8 +7,9 @@ displayed 400×600); ``/deep16.png`` (16-bit grey); ``/alpha.png`` (RGBA); ``/mi
 404; ``/flaky.jpg`` 500 on the first request, then the image; ``/slow.jpg`` answers after
 `SLOW_SECONDS`; ``/redirect/3`` a chain of redirects to a photo; ``/to-private`` a
 redirect to 127.0.0.2 (refused); ``/optout.jpg`` ``X-Robots-Tag: noai``;
-``/truncated.jpg`` half a JPEG; ``/html.jpg`` HTML sent as image/jpeg; ``/bomb.png`` a
-PNG declaring 30000×30000 pixels; ``/small.png`` 16×16; ``/wide.jpg`` 1000×50.
+``/truncated.jpg`` half a JPEG; ``/bad-header.jpg`` a JPEG header cut into text;
+``/html.jpg`` HTML sent as image/jpeg; ``/bomb.png`` a PNG declaring 30000×30000
+pixels; ``/small.png`` 16×16; ``/wide.jpg`` 1000×50.
 ``/copy/...`` (`COPIES`) are copies of photos: re-encoded at JPEG quality 40, resized,
 shifted by one pixel, byte-identical.
 """
@@ -123,6 +124,8 @@ def build_files() -> dict[str, tuple[str, bytes]]:
     files["/optout.jpg"] = ("image/jpeg", jpeg)
     files["/truncated.jpg"] = ("image/jpeg", encode(photo("rocket"), "JPEG")[:5000])
     files["/html.jpg"] = ("image/jpeg", b"<!doctype html><html><body>Not found</body></html>")
+    # a JPEG start and APP0 marker, then text: Pillow fails while reading the header
+    files["/bad-header.jpg"] = ("image/jpeg", b"\xff\xd8\xff\xe0 not really a jpeg")
     files["/bomb.png"] = ("image/png", bomb_png())
     files["/small.png"] = ("image/png", encode(photo("astronaut").resize((16, 16)), "PNG"))
     files["/wide.jpg"] = ("image/jpeg", encode(photo("coffee").resize((1000, 50)), "JPEG"))
@@ -138,7 +141,8 @@ ROUTES = {
     "/deep16.png": "success", "/alpha.png": "success",
     "/redirect/3": "success", "/missing.jpg": "http_4xx", "/slow.jpg": "timeout",
     "/to-private": "blocked_address", "/optout.jpg": "opted_out",
-    "/truncated.jpg": "decode_error", "/html.jpg": "not_an_image", "/bomb.png": "too_large",
+    "/truncated.jpg": "decode_error", "/bad-header.jpg": "decode_error",
+    "/html.jpg": "not_an_image", "/bomb.png": "too_large",
     "/small.png": "too_small", "/wide.jpg": "bad_aspect",
 }
 

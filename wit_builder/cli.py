@@ -360,6 +360,46 @@ def print_eval(results: dict) -> None:
         console.print(f"retrieval over {results['retrieval']['pairs']} pairs: {recall}")
 
 
+def _announce(stage: str, result: Any) -> None:
+    """After each pipeline stage: its summary line."""
+    if isinstance(result, StageResult):
+        report(result)
+    elif result is not None:
+        console.print(f"[green]{stage}[/] finished: {result}")
+
+
+@app.command()
+@handle_errors
+def pipeline(
+    config: Annotated[Path, typer.Option("--config", help="YAML file: a section per stage "
+                                         "to run, in pipeline order")],
+    out: Annotated[Path | None, typer.Option(help="root of the stage outputs (default: "
+                                             "the file's `out`)")] = None,
+) -> None:
+    """Run every stage that has a section in the config file, each fed by the previous
+    ones and skipped when its output is complete (a rerun resumes)."""
+    from wit_builder import pipeline as line
+
+    line.run(config, out, announce=_announce)
+
+
+@app.command()
+@handle_errors
+def demo(
+    config: Annotated[Path, typer.Option("--config", help="pipeline YAML (with a `demo` "
+                                         "section: port)")] = Path("configs/demo.yaml"),
+    out: Annotated[Path, typer.Option(help="where every stage writes")] = Path("demo_out"),
+) -> None:
+    """The whole line offline: a small web served on 127.0.0.1 → curate → download →
+    shards → overlap → train → eval → report."""
+    from wit_builder.demo import run as demo_run
+
+    _, lines = demo_run.run(config, out, announce=_announce)
+    console.rule("demo summary")
+    for line in lines:
+        console.print(line, highlight=False)
+
+
 @app.command()
 @handle_errors
 def show(

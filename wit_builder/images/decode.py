@@ -24,6 +24,7 @@ message starting with its reason.
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -58,6 +59,10 @@ class Resizer:
             return self.process(stream.read())
         except Rejected as e:
             return None, None, None, None, None, str(e)
+        except Exception as e:  # an escaped error would lose the row
+            # img2dataset drops a sample whose resizer raises without recording it; any
+            # failure not foreseen above is still a counted decode_error
+            return None, None, None, None, None, f"decode_error: {type(e).__name__}: {e}"
 
     def process(self, data: bytes) -> Result:
         """The resized JPEG and sizes of `data` (raises `Rejected`)."""
@@ -110,6 +115,10 @@ def open_image(data: bytes) -> Image.Image:
     except (UnidentifiedImageError, Image.DecompressionBombError) as e:
         reason = "too_large" if isinstance(e, Image.DecompressionBombError) else "not_an_image"
         raise Rejected(f"{reason}: {e}") from None
+    except (OSError, SyntaxError, ValueError, struct.error) as e:
+        # a recognised format whose header is cut or corrupt (e.g. a JPEG's APP segment
+        # longer than the file): Pillow raises these from `open` itself
+        raise Rejected(f"decode_error: {e}") from None
 
 
 def upright_size(image: Image.Image) -> tuple[int, int]:

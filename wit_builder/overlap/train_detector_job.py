@@ -111,7 +111,7 @@ def train(cfg: DetectorConfig, work: Path, device: str) -> tuple[detector.CopyDe
     model, optimizer, scheduler, step, counts = start(cfg, work, device)
     draws = Draws(cfg, cfg.seed + step)
     model.train()
-    with Progress(transient=True) as progress, (work / LOG_FILE).open("a") as log:
+    with Progress(transient=True) as progress, (work / LOG_FILE).open("a", buffering=1) as log:
         task = progress.add_task("training the copy detector", total=cfg.steps,
                                  completed=step)
         while step < cfg.steps:

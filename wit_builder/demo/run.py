@@ -1,0 +1,96 @@
+"""`wit demo`: the whole line offline — a small web on 127.0.0.1, then `wit pipeline`.
+
+Builds the demo web (`web`), serves its images (`server`) for the length of the run,
+writes its WARC files once (they name the server's port, so a rerun reuses them and
+every stage skips on its marker), runs the pipeline of the config file with the WARCs
+as curation input and 127.0.0.1 allowed for downloads, and prints a summary: pairs per
+stage, copies planted vs found by `wit overlap`, zero-shot accuracy, and where the
+report is.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from wit_builder import pipeline
+from wit_builder.demo.server import ImageServer
+from wit_builder.demo.web import WebImage, web_images, write_warcs
+from wit_builder.errors import ConfigError
+
+DEFAULT_PORT = 8765
+LOOPBACK = ["127.0.0.1/32"]
+
+
+def demo_settings(config: Path) -> dict[str, Any]:
+    """The config file's ``demo`` section (port)."""
+    data = yaml.safe_load(config.read_text()) if config.is_file() else None
+    if data is None:
+        raise ConfigError(f"config file not found: {config}")
+    return data.get("demo") or {}
+
+
+def ensure_warcs(directory: Path, base: str, images: list[WebImage]) -> list[Path]:
+    """The web's WARC files for server `base`, written unless already there for it."""
+    stamp = directory / "BASE_URL"
+    if stamp.is_file() and stamp.read_text() == base:
+        return sorted(directory.glob("*.warc.gz"))
+    for old in directory.glob("*.warc.gz"):
+        old.unlink()
+    paths = write_warcs(directory, base, images)
+    stamp.write_text(base)
+    return paths
+
+
+def planted_found(out: Path) -> tuple[int, int]:
+    """(matches that are a planted copy of the very eval image, all matched pool images)."""
+    import pyarrow.parquet as pq
+
+    matches = pq.read_table(out / "overlap" / "overlap.parquet").to_pylist()
+    urls = dict(zip(*pq.read_table(out / "shards" / "manifest.parquet",
+                                   columns=["uid", "url"]).to_pydict().values(), strict=True))
+    exact = {m["uid"] for m in matches
+             if urls.get(m["uid"], "").endswith(f"/digits/test-{m['eval_index']}.png")}
+    return len(exact), len({m["uid"] for m in matches})
+
+
+def summary(out: Path, images: list[WebImage], done: pipeline.Done) -> list[str]:
+    """Lines of the closing summary."""
+    kinds = Counter(im.kind for im in images)
+    what = ", ".join(f"{k} {n}" for k, n in sorted(kinds.items()))
+    lines = [f"web: {len(images)} <img> tags ({what})"]
+    for stage in ("curate", "download", "shards", "overlap"):
+        if stage in done.outs:
+            stats = json.loads((done.outs[stage] / "stats.json").read_text())
+            drops = ", ".join(f"{k} {v}" for k, v in stats["drops"].items() if v)
+            lines.append(f"{stage}: {stats['rows_in']} in → {stats['rows_out']} out"
+                         + (f" (dropped: {drops})" if drops else ""))
+    if "overlap" in done.outs and "shards" in done.outs:
+        exact, found = planted_found(out)
+        lines.append(f"overlap: {kinds['planted']} digits test images planted; "
+                     f"{exact} found as copies of themselves, {found} pool images matched")
+    if "eval" in done.outs:
+        data = json.loads((done.outs["eval"] / "eval.json").read_text())
+        top1 = data["datasets"]["digits"]["zero_shot"]["top1"]
+        lines.append(f"zero-shot top-1 on digits: {top1:.3f} (chance 0.100)")
+    if "report" in done.outs:
+        lines.append(f"report: {done.outs['report'] / 'report.html'}")
+    if "curate" in done.outs:
+        lines.append(f"plots: {done.outs['curate'] / 'plots'}")
+    return lines
+
+
+def run(config: Path, out: Path, announce: Any = None) -> tuple[pipeline.Done, list[str]]:
+    """Build and serve the web, run the pipeline; (what ran, summary lines)."""
+    port = int(demo_settings(config).get("port", DEFAULT_PORT))
+    images = web_images()
+    with ImageServer(images, port) as server:
+        warcs = ensure_warcs(out / "web", server.url, images)
+        overrides = {"curate": {"warc": [str(p) for p in warcs]},
+                     "download": {"allow_network": LOOPBACK}}
+        done = pipeline.run(config, out, overrides, announce)
+    return done, summary(out, images, done)
