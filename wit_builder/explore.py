@@ -1,0 +1,103 @@
+"""Reading a run's outputs as pandas tables and plots, for the notebooks in `notebooks/`.
+
+Every function takes a stage output directory (as `wit show` does) and returns a
+DataFrame or draws on a matplotlib axis; none recomputes what a stage decided, they only
+read what it wrote (markers, stats, parquet files).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from wit_builder.errors import InputError
+from wit_builder.outputs import read_marker
+
+
+def finished(out_dir: Path | str, stage: str) -> Path:
+    """`out_dir` if it is a finished output of `stage`; `InputError` otherwise."""
+    path = Path(out_dir)
+    marker = read_marker(path)
+    if marker is None or marker.get("stage") != stage:
+        raise InputError(f"{path} is not a finished `wit {stage}` output")
+    return path
+
+
+def stats(out_dir: Path | str) -> dict[str, Any]:
+    """The stage's `stats.json` (rows in/out, drops, notices, extra figures)."""
+    return json.loads((Path(out_dir) / "stats.json").read_text())
+
+
+def drops(out_dir: Path | str) -> pd.DataFrame:
+    """Drops by reason, largest first, with their share of the rows in."""
+    s = stats(out_dir)
+    table = pd.DataFrame(sorted(s["drops"].items(), key=lambda kv: -kv[1]),
+                         columns=["reason", "rows"])
+    table["share"] = table["rows"] / max(1, s["rows_in"])
+    return table
+
+
+def entries(querylist_dir: Path | str) -> pd.DataFrame:
+    """The query list (entry_id, entry, source, count, score)."""
+    path = finished(querylist_dir, "querylist")
+    return pq.read_table(path / "entries.parquet").to_pandas()
+
+
+def entries_by_source(querylist_dir: Path | str) -> pd.DataFrame:
+    """How many entries each source contributed."""
+    counts = entries(querylist_dir)["source"].value_counts()
+    return counts.rename_axis("source").reset_index(name="entries")
+
+
+def entry_counts(curate_dir: Path | str) -> pd.DataFrame:
+    """Per matched entry: pairs matched before balancing and kept after."""
+    path = Path(curate_dir) / "entry_counts.parquet"
+    if not path.is_file():
+        raise InputError(f"{curate_dir} holds no entry_counts.parquet (a balance or "
+                         "curate output has one)")
+    return pq.read_table(path).to_pandas()
+
+
+def plot_balancing(curate_dir: Path | str, ax: Any) -> None:
+    """Entry frequency before and after balancing, ranked, on log-log axes."""
+    counts = entry_counts(curate_dir)
+    for column, label in (("matches", "matched"), ("kept", "kept after balancing")):
+        ranked = counts[column].sort_values(ascending=False).to_numpy()
+        ax.loglog(range(1, len(ranked) + 1), ranked.clip(min=0.8), label=label)
+    t = read_marker(Path(curate_dir))["config"].get("t")
+    if t:
+        ax.axhline(t, color="grey", linestyle=":", label=f"t = {t}")
+    ax.set(xlabel="entry rank", ylabel="pairs", title="Entry frequency")
+    ax.legend()
+
+
+def sample_pairs(curate_dir: Path | str, n: int = 10, seed: int = 0) -> pd.DataFrame:
+    """`n` pairs (text, url, matched entries) sampled with a fixed seed."""
+    pairs = pq.read_table(Path(curate_dir) / "pairs.parquet").to_pandas()
+    return pairs.sample(min(n, len(pairs)), random_state=seed)[
+        [c for c in ("text", "url", "entry_ids", "keep_prob") if c in pairs]]
+
+
+def overlap_sets(overlap_dir: Path | str) -> pd.DataFrame:
+    """Per eval set: eval images, unreadable, pool scanned, matches."""
+    path = finished(overlap_dir, "overlap")
+    data = json.loads((path / "eval_sets.json").read_text())
+    return pd.DataFrame.from_dict(data, orient="index").rename_axis("eval_set").reset_index()
+
+
+def overlap_matches(overlap_dir: Path | str) -> pd.DataFrame:
+    """Every match (overlap.parquet), strongest first."""
+    path = finished(overlap_dir, "overlap")
+    table = pq.read_table(path / "overlap.parquet").to_pandas()
+    binary = read_marker(path)["config"]["method"] == "phash"
+    return table.sort_values("score", ascending=binary).reset_index(drop=True)
+
+
+def report_table(report_dir: Path | str) -> pd.DataFrame:
+    """CLIP §5's table of a `wit overlap report` output."""
+    path = finished(report_dir, "report")
+    return pd.DataFrame(json.loads((path / "report.json").read_text())["sets"])
