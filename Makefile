@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 FIXTURES ?= $(abspath ../shared/fixtures)
 DEMO_OUT ?= demo_out
 
-.PHONY: setup system test lint demo bench clean
+.PHONY: setup system test lint demo demo-cluster bench clean
 
 setup: system $(STAMP)
 
@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml requirements/lock.txt
 	touch $@
 
 lint: setup
-	$(BIN)/ruff check wit_builder jobs tests benchmarks
+	$(BIN)/ruff check wit_builder jobs tests benchmarks notebooks
 
 # Tests keep every temporary file (Python's, pytest's, Spark's and the JVMs') under
 # $(TEST_TMP), removed afterwards: a test run leaves nothing in /tmp.
@@ -36,13 +36,16 @@ test: lint
 		$(BIN)/python -m pytest -q --basetemp=$(TEST_TMP)/pytest; \
 		status=$$?; rm -rf $(TEST_TMP); exit $$status
 
+# The whole line on 2 cores in a few minutes: a small web served on 127.0.0.1 (real
+# digit scans and photos), curate → download → shards → overlap → train → eval → report.
+# A rerun reuses every finished stage.
 demo: setup
-	$(BIN)/wit querylist --config configs/demo.yaml \
-		--wiki-dump "$(FIXTURES)/wikipedia/*.bz2" --out $(DEMO_OUT)/querylist
-	@$(BIN)/wit show $(DEMO_OUT)/querylist
-	$(BIN)/wit curate --config configs/demo.yaml --warc "$(FIXTURES)/warc/*" \
-		--entries $(DEMO_OUT)/querylist --out $(DEMO_OUT)/curate
-	@$(BIN)/wit show $(DEMO_OUT)/curate
+	$(BIN)/wit demo --config configs/demo.yaml --out $(DEMO_OUT) \
+		--set 'querylist.wiki_dump=["$(FIXTURES)/wikipedia/*.bz2"]'
+
+# The same line with every Spark stage on a standalone master + worker on 127.0.0.1.
+demo-cluster: setup
+	bash scripts/demo_cluster.sh $(abspath $(BIN)) $(DEMO_OUT)-cluster $(FIXTURES)
 
 bench: setup
 	WIT_FIXTURES=$(FIXTURES) $(BIN)/python benchmarks/run.py

@@ -375,12 +375,26 @@ def pipeline(
                                          "to run, in pipeline order")],
     out: Annotated[Path | None, typer.Option(help="root of the stage outputs (default: "
                                              "the file's `out`)")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="override a stage's key: stage.key=value (repeatable)")] = None,
 ) -> None:
     """Run every stage that has a section in the config file, each fed by the previous
     ones and skipped when its output is complete (a rerun resumes)."""
     from wit_builder import pipeline as line
 
-    line.run(config, out, announce=_announce)
+    line.run(config, out, stage_overrides(set_), announce=_announce)
+
+
+def stage_overrides(items: list[str] | None) -> dict[str, dict]:
+    """``stage.key=value`` strings as {stage: {key: value}}."""
+    from wit_builder.config import parse_set
+    from wit_builder.errors import ConfigError
+
+    parsed = parse_set(items or [])
+    flat = [k for k, v in parsed.items() if not isinstance(v, dict)]
+    if flat:
+        raise ConfigError(f"--set {flat[0]}=...: name the stage, e.g. --set download.threads=8")
+    return parsed
 
 
 @app.command()
@@ -389,12 +403,14 @@ def demo(
     config: Annotated[Path, typer.Option("--config", help="pipeline YAML (with a `demo` "
                                          "section: port)")] = Path("configs/demo.yaml"),
     out: Annotated[Path, typer.Option(help="where every stage writes")] = Path("demo_out"),
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="override a stage's key: stage.key=value (repeatable)")] = None,
 ) -> None:
     """The whole line offline: a small web served on 127.0.0.1 → curate → download →
     shards → overlap → train → eval → report."""
     from wit_builder.demo import run as demo_run
 
-    _, lines = demo_run.run(config, out, announce=_announce)
+    _, lines = demo_run.run(config, out, stage_overrides(set_), announce=_announce)
     console.rule("demo summary")
     for line in lines:
         console.print(line, highlight=False)

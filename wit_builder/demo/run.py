@@ -84,13 +84,17 @@ def summary(out: Path, images: list[WebImage], done: pipeline.Done) -> list[str]
     return lines
 
 
-def run(config: Path, out: Path, announce: Any = None) -> tuple[pipeline.Done, list[str]]:
-    """Build and serve the web, run the pipeline; (what ran, summary lines)."""
+def run(config: Path, out: Path, overrides: dict[str, dict] | None = None,
+        announce: Any = None) -> tuple[pipeline.Done, list[str]]:
+    """Build and serve the web, run the pipeline (with `overrides` per stage); (what
+    ran, summary lines)."""
     port = int(demo_settings(config).get("port", DEFAULT_PORT))
     images = web_images()
     with ImageServer(images, port) as server:
         warcs = ensure_warcs(out / "web", server.url, images)
-        overrides = {"curate": {"warc": [str(p) for p in warcs]},
-                     "download": {"allow_network": LOOPBACK}}
+        given = overrides or {}
+        overrides = {**given, "curate": {"warc": [str(p) for p in warcs],
+                                         **given.get("curate", {})},
+                     "download": {"allow_network": LOOPBACK, **given.get("download", {})}}
         done = pipeline.run(config, out, overrides, announce)
     return done, summary(out, images, done)
