@@ -161,11 +161,12 @@ def bench_calibrate(steps: int) -> dict[str, dict]:
         train_detector_job.run(DetectorConfig(shards=shards, out=detector, image_size=96,
                                               batch_size=64, steps=steps, workers=1))
         for method in ("phash", f"detector:{detector}"):
-            cfg = CalibrateConfig(shards=shards, out=Path(tmp) / method.split(":")[0],
+            name = method.split(":")[0]
+            cfg = CalibrateConfig(shards=shards, out=Path(tmp) / f"calibration-{name}",
                                   method=method, eval_sample=200, pool_sample=1500)
             out = calibrate_job.run(cfg).out_dir
             data = json.loads((out / "calibration.json").read_text())
-            results[method.split(":")[0]] = {
+            results[name] = {
                 "suggested_threshold": data["suggested_threshold"],
                 "at_suggested": {k: {m: round(v, 3) for m, v in p.items()}
                                  for k, p in data["at_suggested"].items()}}
