@@ -101,3 +101,25 @@ def report_table(report_dir: Path | str) -> pd.DataFrame:
     """CLIP §5's table of a `wit overlap report` output."""
     path = finished(report_dir, "report")
     return pd.DataFrame(json.loads((path / "report.json").read_text())["sets"])
+
+
+def plot_gallery(overlap_dir: Path | str, count: int = 6) -> Any:
+    """The `count` strongest matches side by side (eval image above, pool image below)
+    as a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    from wit_builder.overlap import report_job
+
+    path = finished(overlap_dir, "overlap")
+    run = report_job.overlap_run(path)
+    best = report_job.strongest(report_job.recorded_method(run),
+                                pq.read_table(path / "overlap.parquet").to_pylist(), count)
+    pairs = report_job.pair_images(run, best)
+    fig, axes = plt.subplots(2, max(1, len(pairs)), figsize=(2 * max(1, len(pairs)), 4),
+                             squeeze=False)
+    for column, (m, eval_image, pool, _) in enumerate(pairs):
+        for row, image in enumerate((eval_image, pool)):
+            axes[row][column].imshow(image.convert("RGB") if image else [[0]], cmap="gray")
+            axes[row][column].axis("off")
+        axes[0][column].set_title(f"{m['eval_id']}\nscore {m['score']:.3g}", fontsize=8)
+    return fig

@@ -100,8 +100,9 @@ def pool_sample(shards: dict[str, str], shard: str, key: str) -> tuple[Image.Ima
     return image, meta
 
 
-def with_images(run: dict[str, Any], pairs: list[dict]) -> list[dict]:
-    """`pairs` (overlap rows) with both thumbnails, the pool caption and URL."""
+def pair_images(run: dict[str, Any], pairs: list[dict]
+                ) -> list[tuple[dict, Image.Image | None, Image.Image | None, dict]]:
+    """(row, eval image, pool image, pool JSON) for overlap rows `pairs` of `run`."""
     shards = {Path(p).name: p for p in expand_shards(run["shards"])}
     specs = {set_name(s): s for s in run["eval"]}
     splits: dict[tuple[str, str], Any] = {}  # each eval split loaded once
@@ -111,10 +112,15 @@ def with_images(run: dict[str, Any], pairs: list[dict]) -> list[dict]:
         if where not in splits:
             splits[where] = dict(splits_of(specs[where[0]], where[1]))[where[1]]
         pool_image, meta = pool_sample(shards, m["shard"], m["key"])
-        out.append({**m, "eval_img": html.data_uri(splits[where].load(m["eval_index"])),
-                    "pool_img": html.data_uri(pool_image),
-                    "caption": meta.get("caption", ""), "url": meta.get("url", "")})
+        out.append((m, splits[where].load(m["eval_index"]), pool_image, meta))
     return out
+
+
+def with_images(run: dict[str, Any], pairs: list[dict]) -> list[dict]:
+    """`pairs` (overlap rows) with both thumbnails, the pool caption and URL."""
+    return [{**m, "eval_img": html.data_uri(eval_image), "pool_img": html.data_uri(pool),
+             "caption": meta.get("caption", ""), "url": meta.get("url", "")}
+            for m, eval_image, pool, meta in pair_images(run, pairs)]
 
 
 def strongest(method: Method, matches: list[dict], count: int) -> list[dict]:
