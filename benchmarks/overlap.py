@@ -167,10 +167,13 @@ def bench_calibrate(steps: int) -> dict[str, dict]:
             out = calibrate_job.run(cfg).out_dir
             data = json.loads((out / "calibration.json").read_text())
             results[name] = {
-                "suggested_threshold": data["suggested_threshold"],
-                "at_suggested": {k: {m: round(v, 3) for m, v in p.items()}
-                                 for k, p in data["at_suggested"].items()}}
+                key: data[key] for key in ("suggested_threshold", "method_threshold")}
+            for key in ("at_suggested", "at_method_threshold"):
+                results[name][key] = {k: {m: round(v, 3) for m, v in p.items()}
+                                      for k, p in data[key].items()}
             print((out / "calibration.md").read_text(), flush=True)
+        results["detector"]["check"] = json.loads(
+            (detector / "detector.json").read_text())["check"]
     results["detector_steps"] = steps
     return results
 

@@ -111,14 +111,21 @@ def plot(table: dict[str, list[dict]], chosen: dict | None, path: Path, title: s
     plt.close(fig)
 
 
-def markdown(cfg: CalibrateConfig, rows: dict[str, dict], threshold: float | None) -> str:
-    """The per-transformation table at the suggested threshold."""
+def markdown(cfg: CalibrateConfig, rows: dict[str, dict], threshold: float | None,
+             default: dict[str, dict], method_threshold: float) -> str:
+    """The per-transformation table at the suggested and at the method's threshold."""
     head = (f"Method `{cfg.method}` on `{cfg.eval}`: suggested threshold "
             f"{threshold if threshold is not None else 'none (target not reached)'} "
-            f"(target precision {cfg.target_precision}).\n\n"
-            "| transformation | precision | recall |\n|---|---|---|\n")
-    return head + "".join(f"| {name} | {p['precision']:.3f} | {p['recall']:.3f} |\n"
-                          for name, p in rows.items())
+            f"(target precision {cfg.target_precision}); the method's threshold "
+            f"{method_threshold}.\n\n| transformation | precision (suggested) | "
+            "recall (suggested) | precision (method) | recall (method) |\n"
+            "|---|---|---|---|---|\n")
+
+    def cells(point: dict | None) -> str:
+        return "— | —" if point is None else f"{point['precision']:.3f} | {point['recall']:.3f}"
+
+    return head + "".join(f"| {name} | {cells(rows.get(name))} | {cells(p)} |\n"
+                          for name, p in default.items())
 
 
 def build(tmp: Path, cfg: CalibrateConfig) -> StageStats:
@@ -130,11 +137,14 @@ def build(tmp: Path, cfg: CalibrateConfig) -> StageStats:
     chosen = calibrate.suggest(table[calibrate.OVERALL], cfg.target_precision, method.binary)
     threshold = chosen["threshold"] if chosen else None
     rows = calibrate.at_threshold(table, threshold) if chosen else {}
+    default = calibrate.at_threshold(table, method.threshold)
     data = {"method": cfg.method, "eval": cfg.eval, "eval_images": eval_size,
             "target_precision": cfg.target_precision, "suggested_threshold": threshold,
-            "at_suggested": rows, "curves": table}
+            "at_suggested": rows, "method_threshold": method.threshold,
+            "at_method_threshold": default, "curves": table}
     (tmp / "calibration.json").write_text(json.dumps(data, indent=2) + "\n")
-    (tmp / "calibration.md").write_text(markdown(cfg, rows, threshold))
+    (tmp / "calibration.md").write_text(markdown(cfg, rows, threshold, default,
+                                                 method.threshold))
     plot(table, chosen, tmp / PLOT_FILE, f"{cfg.method} on {cfg.eval}")
     stats = StageStats(STAGE, rows_in=len(found) + unreadable, rows_out=len(found))
     stats.drop("unreadable", unreadable)
