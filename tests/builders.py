@@ -208,3 +208,14 @@ def wait_for_event(event, proc, timeout: float = 180) -> None:
     while not event.wait(1.0):
         if proc.poll() is not None or time.monotonic() > deadline:
             raise AssertionError(f"the run never reached the gate (exit {proc.poll()})")
+
+
+def digest(rows: list[tuple]) -> str:
+    """A short sha256 of rows (sorted, JSON-encoded): pins a stage's output on the fixtures
+    so that speed work can prove it changed nothing. An intended change of output updates
+    the pin in the same commit, with the reason."""
+    import hashlib
+    import json
+
+    data = "\n".join(sorted(json.dumps(r, ensure_ascii=False) for r in rows))
+    return hashlib.sha256(data.encode()).hexdigest()[:16]

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests import warcs
-from tests.builders import FIXTURES, REPO, GatedServer, repo_env, wait_for_event
+from tests.builders import FIXTURES, REPO, GatedServer, digest, repo_env, wait_for_event
 from wit_builder.curate import match_job, matching
 from wit_builder.curate.balance_job import run as run_balance
 from wit_builder.curate.configs import BalanceConfig, CurateConfig, ExtractConfig, MatchConfig
@@ -304,3 +304,31 @@ def test_killed_curate_reruns_to_identical_output(spark, entries_txt, tmp_path):
     server.close()
     assert read_sorted(out / PAIRS_FILE).equals(read_sorted(reference.out_dir / PAIRS_FILE))
     assert read_sorted(out / PAIRS_FILE).num_rows > 0
+
+
+# Pinned outputs (see `builders.digest`) on the fixture WARCs and the 1000 real alt-texts.
+PINNED_PAIRS = {"en": ("b0cb85fbb811ef91", 7), "all": ("c36c52bf4862c984", 55)}
+PINNED_MATCHES = ("e10d2b958e4d9c3b", 683)
+
+
+def pinned_pairs(result) -> tuple[str, int]:
+    table = pq.read_table(result.out_dir / PAIRS_FILE)
+    rows = [(r["uid"], r["url"], r["text"], r["attr"], r["page_url"], r["lang"],
+             round(r["lang_score"], 4), Path(r["source_file"]).name)
+            for r in table.to_pylist()]
+    drops = sorted(result.marker["stats"]["drops"].items())
+    return digest([*rows, *drops]), len(rows)
+
+
+def test_extracted_pairs_and_drops_are_pinned(spark, extracted, tmp_path):
+    """English pairs (the default), and every pair with no language filter."""
+    assert pinned_pairs(extracted[0]) == PINNED_PAIRS["en"]
+    every = run_extract(ExtractConfig(warc=[WARC_GLOB], out=tmp_path / "all", lang=None,
+                                      min_lang_score=0.0), spark)
+    assert pinned_pairs(every) == PINNED_PAIRS["all"]
+
+
+def test_match_sets_are_pinned(matched):
+    table = pq.read_table(matched.out_dir / PAIRS_FILE, columns=["uid", "entry_ids"])
+    rows = [(r["uid"], sorted(r["entry_ids"])) for r in table.to_pylist()]
+    assert (digest(rows), len(rows)) == PINNED_MATCHES

@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tests.builders import HAND_PAGES, WORDNET, read_bz2_text, write_dump
+from tests.builders import HAND_PAGES, WORDNET, digest, read_bz2_text, write_dump
 from wit_builder.errors import InputError, OutputExistsError
 from wit_builder.inputs import fingerprint
 from wit_builder.querylist import querylist_job as job
@@ -231,3 +231,14 @@ def test_empty_dump_file_is_an_error(spark, tmp_path):
     empty.write_bytes(b"")
     with pytest.raises(InputError, match=r"truncated.*empty\.xml"):
         run_job(spark, **hand_config(empty, tmp_path / "out"))
+
+
+# Pinned outputs (see `builders.digest`): the fixture list as of the backtick fix.
+PINNED_FIXTURE_LIST = ("db055df3125f7873", 88738)
+
+
+def test_fixture_list_is_pinned(fixture_run):
+    rows = [(r["entry"], r["source"], r["count"],
+             None if r["score"] is None else round(r["score"], 6))
+            for r in entries(fixture_run.out_dir)]
+    assert (digest(rows), len(rows)) == PINNED_FIXTURE_LIST
