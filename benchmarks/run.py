@@ -19,7 +19,9 @@ match
     texts already normalized by the rule (marks spaced out, which also yields more hits),
     with the normalization left untimed. Measured: the match stage inside Spark
     (`match_df` over a cached DataFrame, all cores, written to the noop sink; automata
-    already built by a warm-up run, as in a long job), as texts/s/core.
+    already built by a warm-up run, as in a long job), as texts/s/core. Times are the
+    median of 5 rounds (the best is reported too; the box is shared), with the bare loop's
+    CPU time; `automaton_peak_rss_mib` is a fresh Python building the 500k automaton.
 
 extract
     Input: the fixture WARC records (the CC-MAIN excerpt and the EUC-JP pages) repacked as
@@ -27,7 +29,8 @@ extract
     raw fastwarc iteration of the same file (every record's payload read), one core.
     Measured: `extract_file` (what one Spark task runs: parse, resolve, clean, LID), one
     core, with every language kept so each candidate goes through LID; ratio of times on
-    the same file = ratio of pairs/s.
+    the same file = ratio of pairs/s (medians of 3 rounds). `extract_peak_rss_mib` is a
+    fresh Python extracting the file (one task's worker).
 """
 
 from __future__ import annotations
@@ -51,6 +54,28 @@ REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(os.environ.get("WIT_FIXTURES", REPO.parent / "shared" / "fixtures"))
 WIKI = (FIXTURES / "wikipedia"
         / "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
+
+
+def rounds(n: int, fn: Callable[[], object]) -> dict[str, float]:
+    """Median and best wall time, and median CPU time of this process, over `n` calls:
+    on a shared box the median is the figure to compare, the best the least disturbed."""
+    walls, cpus = [], []
+    for _ in range(n):
+        wall, cpu = time.perf_counter(), time.process_time()
+        fn()
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    return {"median": sorted(walls)[n // 2], "best": min(walls),
+            "cpu_median": sorted(cpus)[n // 2]}
+
+
+def peak_rss_mib(code: str) -> float:
+    """Peak resident memory (MiB) of a fresh Python running `code` in this checkout: what
+    one Spark task's Python worker holds for the same work."""
+    script = f"import resource\n{code}\nprint(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    return round(int(out.stdout.split()[-1]) / 1024, 1)
 
 
 def best_of(repeats: int, fn: Callable[[], object]) -> float:
@@ -151,9 +176,10 @@ def bench_match(repeats: int) -> dict[str, float]:
             for _ in automaton.iter(text):
                 pass
 
-    t_bare = best_of(3, lambda: bare_loop([f" {t} " for t in texts]))
+    padded = [f" {t} " for t in texts]
+    bare = rounds(5, lambda: bare_loop(padded))
     normalized = [normalize_text(t) for t in texts]  # the rule's text, prepared untimed
-    t_rule = best_of(3, lambda: bare_loop(normalized))
+    rule = rounds(5, lambda: bare_loop(normalized))
     cores = os.cpu_count() or 1
     spark = get_spark(f"local[{cores}]", "wit-bench-match",
                       {"spark.sql.shuffle.partitions": str(cores)})
@@ -162,15 +188,22 @@ def bench_match(repeats: int) -> dict[str, float]:
     df.count()
     run = lambda: match_df(df, entries).write.format("noop").mode("overwrite").save()  # noqa: E731
     run()  # warm-up: each Python worker builds its automaton once
-    t_spark = best_of(3, run)
+    inside = rounds(5, run)
     spark.stop()
-    bare = len(texts) / t_bare
-    inside = len(texts) / t_spark / cores
-    return {"texts": len(texts), "entries": len(entries), "cores": cores,
-            "bare_texts_s_core": round(bare),
-            "bare_normalized_texts_s_core": round(len(texts) / t_rule),
-            "spark_texts_s_core": round(inside), "spark_vs_bare": round(inside / bare, 3),
-            "spark_vs_bare_normalized": round(inside * t_rule / len(texts), 3)}
+    n = len(texts)
+    rss = peak_rss_mib("from benchmarks.run import five_hundred_k_entries\n"
+                       "from wit_builder.curate.matching import build_automaton\n"
+                       "automaton = build_automaton(five_hundred_k_entries())")
+    return {"texts": n, "entries": len(entries), "cores": cores,
+            "bare_texts_s_core": round(n / bare["median"]),
+            "bare_cpu_texts_s": round(n / bare["cpu_median"]),
+            "bare_normalized_texts_s_core": round(n / rule["median"]),
+            "spark_texts_s_core": round(n / inside["median"] / cores),
+            "spark_vs_bare": round(bare["median"] / (inside["median"] * cores), 3),
+            "spark_vs_bare_best": round(bare["best"] / (inside["best"] * cores), 3),
+            "spark_vs_bare_normalized": round(rule["median"] / (inside["median"] * cores),
+                                              3),
+            "automaton_peak_rss_mib": rss}
 
 
 def repacked_warc(target_mb: float, path: Path) -> Path:
@@ -209,16 +242,21 @@ def bench_extract(target_mb: float) -> dict[str, float]:
 
         params = ExtractParams(lang=None, min_lang_score=0.0)
         batches: list = []
-        t_raw = best_of(3, raw)
-        t_ours = best_of(2, lambda: batches.__setitem__(
-            slice(None), list(extract_file(str(path), params))))
+        t_raw = rounds(3, raw)["median"]
+        t_ours = rounds(3, lambda: batches.__setitem__(
+            slice(None), list(extract_file(str(path), params))))["median"]
         deque(batches, maxlen=0)
+        rss = peak_rss_mib("from wit_builder.curate.extract import ExtractParams, "
+                           "extract_file\nparams = ExtractParams(lang=None, "
+                           f"min_lang_score=0.0)\nfor _ in extract_file({str(path)!r}, "
+                           "params): pass")
     pairs = sum(b.num_rows for b in batches[:-1])
     return {"input_mb": round(mb, 1), "pairs": pairs,
             "raw_fastwarc_mb_s_core": round(mb / t_raw, 1),
             "extract_mb_s_core": round(mb / t_ours, 2),
             "extract_pairs_s_core": round(pairs / t_ours),
-            "extract_vs_raw_fastwarc": round(t_raw / t_ours, 3)}
+            "extract_vs_raw_fastwarc": round(t_raw / t_ours, 3),
+            "extract_peak_rss_mib": rss}
 
 
 # name -> function of the parsed arguments; each returns its figures, baseline included.
