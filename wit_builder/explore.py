@@ -91,9 +91,11 @@ def overlap_sets(overlap_dir: Path | str) -> pd.DataFrame:
 
 def overlap_matches(overlap_dir: Path | str) -> pd.DataFrame:
     """Every match (overlap.parquet), strongest first."""
+    from wit_builder.overlap import report_job
+
     path = finished(overlap_dir, "overlap")
     table = pq.read_table(path / "overlap.parquet").to_pandas()
-    binary = read_marker(path)["config"]["method"] == "phash"
+    binary = report_job.recorded_method(report_job.overlap_run(path)).binary
     return table.sort_values("score", ascending=binary).reset_index(drop=True)
 
 

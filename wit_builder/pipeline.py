@@ -24,17 +24,21 @@ from pydantic import BaseModel, ValidationError
 from wit_builder.config import format_validation_error
 from wit_builder.errors import ConfigError
 
-ORDER = ("querylist", "curate", "download", "shards", "overlap", "train", "eval", "report")
-CONFIGS = {
-    "querylist": "wit_builder.querylist.configs:QueryListConfig",
-    "curate": "wit_builder.curate.configs:CurateConfig",
-    "download": "wit_builder.images.configs:DownloadConfig",
-    "shards": "wit_builder.images.configs:ShardsConfig",
-    "overlap": "wit_builder.overlap.configs:OverlapConfig",
-    "train": "wit_builder.clip.configs:TrainConfig",
-    "eval": "wit_builder.clip.configs:EvalConfig",
-    "report": "wit_builder.overlap.configs:ReportConfig",
+# stage → (config class, job module), in pipeline order. Every job module has run(cfg).
+STAGES = {
+    "querylist": ("wit_builder.querylist.configs:QueryListConfig",
+                  "wit_builder.querylist.querylist_job"),
+    "curate": ("wit_builder.curate.configs:CurateConfig", "wit_builder.curate.curate_job"),
+    "download": ("wit_builder.images.configs:DownloadConfig",
+                 "wit_builder.images.download_job"),
+    "shards": ("wit_builder.images.configs:ShardsConfig", "wit_builder.images.shards_job"),
+    "overlap": ("wit_builder.overlap.configs:OverlapConfig",
+                "wit_builder.overlap.overlap_job"),
+    "train": ("wit_builder.clip.configs:TrainConfig", "wit_builder.clip.train_job"),
+    "eval": ("wit_builder.clip.configs:EvalConfig", "wit_builder.clip.eval_job"),
+    "report": ("wit_builder.overlap.configs:ReportConfig", "wit_builder.overlap.report_job"),
 }
+ORDER = tuple(STAGES)
 
 
 @dataclass
@@ -80,7 +84,7 @@ def read_pipeline(path: Path) -> dict[str, Any]:
 
 def stage_config(stage: str, section: dict[str, Any], out: Path, done: Done) -> BaseModel:
     """The validated config of `stage`: wired inputs < the section's own keys."""
-    module, name = CONFIGS[stage].split(":")
+    module, name = STAGES[stage][0].split(":")
     cls = getattr(importlib.import_module(module), name)
     data = {"out": out / stage, **_wired(stage, done),
             **{k.replace("-", "_"): v for k, v in (section or {}).items()}}
@@ -92,20 +96,11 @@ def stage_config(stage: str, section: dict[str, Any], out: Path, done: Done) -> 
 
 def run_one(stage: str, cfg: Any, done: Done) -> None:
     """Run one stage and record its output in `done`."""
-    if stage == "train":
-        from wit_builder.clip import train_job
-
-        done.checkpoint = train_job.run(cfg)
+    result = importlib.import_module(STAGES[stage][1]).run(cfg)
+    if stage == "train":  # a run directory: its result is the last checkpoint
+        done.checkpoint = result
         done.outs[stage] = cfg.out
         return
-    module = {"querylist": "wit_builder.querylist.querylist_job",
-              "curate": "wit_builder.curate.curate_job",
-              "download": "wit_builder.images.download_job",
-              "shards": "wit_builder.images.shards_job",
-              "overlap": "wit_builder.overlap.overlap_job",
-              "eval": "wit_builder.clip.eval_job",
-              "report": "wit_builder.overlap.report_job"}[stage]
-    result = importlib.import_module(module).run(cfg)
     done.outs[stage] = result.out_dir
     done.results[stage] = result
 

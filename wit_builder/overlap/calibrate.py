@@ -40,9 +40,7 @@ def _resize_half(image: Image.Image, rng: random.Random) -> Image.Image:
 
 
 def _jpeg(image: Image.Image, rng: random.Random) -> Image.Image:
-    out = io.BytesIO()
-    image.save(out, format="JPEG", quality=rng.randint(30, 50))
-    return Image.open(io.BytesIO(out.getvalue()))
+    return Image.open(io.BytesIO(encode(image, rng.randint(30, 50))))
 
 
 def _centre_crop(share: float) -> Callable[[Image.Image, random.Random], Image.Image]:

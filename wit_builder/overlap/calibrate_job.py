@@ -25,7 +25,13 @@ from wit_builder.overlap.configs import CalibrateConfig
 from wit_builder.overlap.detect import pool_samples
 from wit_builder.overlap.evalimages import eval_images
 from wit_builder.overlap.index import build_index
-from wit_builder.overlap.methods import Embedder, Method, parse_method, resolve_device
+from wit_builder.overlap.methods import (
+    Embedder,
+    Method,
+    method_files,
+    parse_method,
+    resolve_device,
+)
 from wit_builder.stats import StageStats
 
 STAGE = "calibrate"
@@ -161,5 +167,5 @@ def run(cfg: CalibrateConfig) -> StageResult:
     method = method_of(cfg)
     inputs: list[Any] = [fingerprint(paths)]
     if method.path:
-        inputs.append(fingerprint([method.path]))
+        inputs.append(fingerprint(method_files(method)))
     return run_stage(STAGE, OUTPUT_VERSION, cfg, inputs, lambda tmp: build(tmp, cfg))

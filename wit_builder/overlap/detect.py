@@ -139,17 +139,20 @@ def detect_partition(batches: Iterable[pa.RecordBatch], task: Any) -> Iterator[p
     for batch in batches:
         for path in batch.column("path").to_pylist():
             saved = Path(task.work_dir) / ROWS_DIR / f"{Path(path).name}.parquet"
-            if not saved.exists():
-                if embedder is None:  # loaded once per task, and only with work to do
-                    embedder = Embedder(task.method, task.device)
-                    index = to_device(deserialize(task.index, task.method.binary),
-                                      task.device)
-                save_rows(saved, scan_shard(path, task, embedder, index))
-            yield from pq.read_table(saved).cast(ROW_SCHEMA).to_batches()
+            if saved.exists():  # finished by an earlier, interrupted run
+                yield from pq.read_table(saved).cast(ROW_SCHEMA).to_batches()
+                continue
+            if embedder is None:  # loaded once per task, and only with work to do
+                embedder = Embedder(task.method, task.device)
+                index = to_device(deserialize(task.index, task.method.binary), task.device)
+            yield from save_rows(saved, scan_shard(path, task, embedder, index)).to_batches()
 
 
-def save_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Write a finished shard's rows atomically (the shard's completion marker)."""
+def save_rows(path: Path, rows: list[dict[str, Any]]) -> pa.Table:
+    """Write a finished shard's rows atomically (the shard's completion marker); the rows
+    as a table."""
+    table = pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
     tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(pa.Table.from_pylist(rows, schema=ROW_SCHEMA), tmp)
+    pq.write_table(table, tmp)
     os.replace(tmp, path)
+    return table

@@ -28,7 +28,8 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms import v2
 
-from wit_builder.overlap.methods import decode
+from wit_builder.overlap.calibrate import encode
+from wit_builder.overlap.methods import decode, square_transform
 
 TEMPERATURE = 0.07
 MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics: a usual choice for ResNets
@@ -49,10 +50,8 @@ class CopyDetector(nn.Module):
 
 
 def plain_transform(size: int) -> v2.Compose:
-    """How every image is seen at search time: the whole image squashed to size×size
-    (no crop, so a cropped copy still shows most of what its source shows)."""
-    return v2.Compose([v2.PILToTensor(), v2.Resize((size, size), antialias=True),
-                       v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)])
+    """How every image is seen at search time (`methods.square_transform`)."""
+    return square_transform(size, MEAN, STD)
 
 
 def copy_transform(size: int) -> v2.Compose:
@@ -78,9 +77,7 @@ class JpegCopy(nn.Module):
 
     def forward(self, image: Image.Image) -> Image.Image:
         quality = int(torch.randint(self.low, self.high + 1, ()).item())
-        out = io.BytesIO()
-        image.convert("RGB").save(out, format="JPEG", quality=quality)
-        return Image.open(io.BytesIO(out.getvalue())).convert("RGB")
+        return Image.open(io.BytesIO(encode(image, quality))).convert("RGB")
 
 
 def info_nce(plain: torch.Tensor, copies: torch.Tensor) -> torch.Tensor:
@@ -88,6 +85,15 @@ def info_nce(plain: torch.Tensor, copies: torch.Tensor) -> torch.Tensor:
     logits = plain @ copies.T / TEMPERATURE
     labels = torch.arange(len(plain), device=plain.device)
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+
+
+def pool_images(shards: list[str]) -> Iterator[Image.Image | None]:
+    """Every pool sample's image in shard order, decoded to RGB (None: unreadable)."""
+    from wit_builder.overlap.detect import pool_samples
+
+    for path in shards:
+        for _, _, blob in pool_samples(path):
+            yield decode(blob) if blob is not None else None
 
 
 class PairStream(torch.utils.data.IterableDataset):
@@ -99,8 +105,6 @@ class PairStream(torch.utils.data.IterableDataset):
         self.shards, self.size, self.seed = shards, size, seed
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor] | None]:
-        from wit_builder.overlap.detect import pool_samples
-
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         mine = self.shards[worker::workers] or self.shards
@@ -109,11 +113,9 @@ class PairStream(torch.utils.data.IterableDataset):
         plain, copy = plain_transform(self.size), copy_transform(self.size)
         while True:
             seen = 0
-            for path in rng.sample(mine, len(mine)):
-                for _, _, blob in pool_samples(path):
-                    seen += 1
-                    image = decode(blob) if blob is not None else None
-                    yield None if image is None else (plain(image), copy(image))
+            for image in pool_images(rng.sample(mine, len(mine))):
+                seen += 1
+                yield None if image is None else (plain(image), copy(image))
             if not seen:  # an empty pool: end the stream instead of spinning
                 return
 
@@ -122,18 +124,14 @@ def distinct_pairs(shards: list[str], size: int, count: int, seed: int
                    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(plain, copy) views of up to `count` distinct readable pool images (first ones in
     shard order), for the closing similarity check."""
-    from wit_builder.overlap.detect import pool_samples
-
     torch.manual_seed(seed)
     plain, copy = plain_transform(size), copy_transform(size)
     pairs = []
-    for path in shards:
-        for _, _, blob in pool_samples(path):
-            image = decode(blob) if blob is not None else None
-            if image is not None:
-                pairs.append((plain(image), copy(image)))
-            if len(pairs) == count:
-                return pairs
+    for image in pool_images(shards):
+        if image is not None:
+            pairs.append((plain(image), copy(image)))
+        if len(pairs) == count:
+            break
     return pairs
 
 

@@ -19,8 +19,7 @@ from PIL import Image
 
 from wit_builder.clip.evalsets import EvalSet, ImageSplit, load_eval_set
 from wit_builder.errors import InputError
-
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+from wit_builder.overlap.detect import IMAGE_EXTENSIONS
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,15 @@ def detector_method(spec: str, directory: Path) -> Method:
                   std=tuple(info["std"]))
 
 
+def method_files(method: Method) -> list[str]:
+    """The files a method reads (their fingerprints belong in a stage's config hash): the
+    model, and for a detector its JSON (which sets threshold and inputs)."""
+    files = [method.path] if method.path else []
+    if method.kind == "detector":
+        files.append(str(Path(method.path).with_name(DETECTOR_FILE)))
+    return files
+
+
 def resolve_device(name: str) -> str:
     """'cuda' or 'cpu' for a config's device ('auto': CUDA when torch sees a GPU)."""
     import torch
@@ -150,13 +159,10 @@ class Embedder:
 
     def _torchscript_encoder(self) -> Callable[[list[Image.Image]], np.ndarray]:
         import torch
-        from torchvision.transforms import v2
 
         model = load_torchscript(self.method.path, self.device)
-        size = self.method.input_size
-        transform = v2.Compose([v2.PILToTensor(), v2.Resize((size, size), antialias=True),
-                                v2.ToDtype(torch.float32, scale=True),
-                                v2.Normalize(self.method.mean, self.method.std)])
+        transform = square_transform(self.method.input_size, self.method.mean,
+                                     self.method.std)
         return lambda images: self._run(
             lambda x: torch.nn.functional.normalize(model(x).float(), dim=-1),
             transform, images)
@@ -186,6 +192,16 @@ class Embedder:
         decoded = [(i, im) for i, b in enumerate(blobs) if (im := decode(b)) is not None]
         vectors = self.images([im for _, im in decoded]) if decoded else np.zeros((0, 1))
         return vectors, [i for i, _ in decoded]
+
+
+def square_transform(size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> Any:
+    """PIL image → normalized float tensor of the whole image squashed to size×size (no
+    crop, so a cropped copy still shows most of what its source shows)."""
+    import torch
+    from torchvision.transforms import v2
+
+    return v2.Compose([v2.PILToTensor(), v2.Resize((size, size), antialias=True),
+                       v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
 
 
 def decode(blob: bytes) -> Image.Image | None:

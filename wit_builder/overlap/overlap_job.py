@@ -36,9 +36,9 @@ from wit_builder.overlap.configs import OverlapConfig
 from wit_builder.overlap.evalimages import eval_images
 from wit_builder.overlap.index import build_index, flat_index, recall, serialize
 from wit_builder.overlap.methods import (
-    DETECTOR_FILE,
     Embedder,
     Method,
+    method_files,
     parse_method,
     resolve_device,
 )
@@ -132,9 +132,10 @@ def per_set(matches: pa.Table, sets: dict[str, dict]) -> dict[str, dict]:
             for name, counts in sets.items()}
 
 
-def build(work: Path, cfg: OverlapConfig, paths: list[str], spark: SparkSession) -> StageStats:
+def build(work: Path, cfg: OverlapConfig, paths: list[str], method: Method,
+          spark: SparkSession) -> StageStats:
     """Detect overlaps (shards finished in `work` are kept) and write the outputs."""
-    method, device = method_of(cfg), resolve_device(cfg.device)
+    device = resolve_device(cfg.device)
     embedder = Embedder(method, device)
     vectors, meta, sets = eval_vectors(cfg, embedder)
     index = build_index(vectors, method.binary, cfg.index)
@@ -190,14 +191,6 @@ def write_summary(tmp: Path, method: Method, counts: list[dict],
     return stats
 
 
-def method_files(method: Method) -> list[str]:
-    """The files a method reads (their fingerprints are part of the config hash)."""
-    files = [method.path] if method.path else []
-    if method.kind == "detector":
-        files.append(str(Path(method.path).with_name(DETECTOR_FILE)))
-    return files
-
-
 def run(cfg: OverlapConfig, spark: SparkSession | None = None) -> StageResult:
     """Run the stage (skips when `cfg.out` is complete for this config)."""
     paths = pool_shards(cfg.shards)
@@ -206,5 +199,6 @@ def run(cfg: OverlapConfig, spark: SparkSession | None = None) -> StageResult:
     if method.path:
         inputs.append(fingerprint(method_files(method)))
     return run_spark_stage(STAGE, OUTPUT_VERSION, cfg, inputs,
-                           lambda work, session: build(work, cfg, paths, session), spark,
+                           lambda work, session: build(work, cfg, paths, method, session),
+                           spark,
                            resumable=True)

@@ -26,6 +26,7 @@ from wit_builder.inputs import fingerprint
 from wit_builder.outputs import StageResult, read_marker, run_stage
 from wit_builder.overlap import html, report
 from wit_builder.overlap.configs import ReportConfig
+from wit_builder.overlap.detect import IMAGE_EXTENSIONS
 from wit_builder.overlap.evalimages import load_set, set_name, splits_of
 from wit_builder.overlap.methods import Method
 from wit_builder.overlap.overlap_job import NEAR_FILE, OVERLAP_FILE
@@ -90,7 +91,7 @@ def pool_sample(shards: dict[str, str], shard: str, key: str) -> tuple[Image.Ima
         names = {m.name: m for m in tar.getmembers() if m.name.startswith(f"{key}.")}
         meta = json.loads(tar.extractfile(names[f"{key}.json"]).read()) \
             if f"{key}.json" in names else {}
-        image_name = next((n for n in names if n.rsplit(".", 1)[1] in ("jpg", "png", "webp")),
+        image_name = next((f"{key}.{e}" for e in IMAGE_EXTENSIONS if f"{key}.{e}" in names),
                           None)
         try:
             image = Image.open(io.BytesIO(tar.extractfile(names[image_name]).read())) \
@@ -159,17 +160,22 @@ def write_html(tmp: Path, cfg: ReportConfig, run: dict, rows: list[report.SetOve
     (tmp / "report.html").write_text(page, encoding="utf-8")
 
 
-def calibration_plot(directory: Path | None) -> str:
-    """The PR plot of a `wit overlap calibrate` output as a data URI ('' without one)."""
-    if directory is None:
-        return ""
+def calibration_file(directory: Path) -> Path:
+    """The PR plot of a `wit overlap calibrate` output; `InputError` if there is none."""
     from wit_builder.overlap.calibrate_job import PLOT_FILE
 
     plot = directory / PLOT_FILE
     if not plot.is_file():
         raise InputError(f"{directory} is not a `wit overlap calibrate` output "
                          f"(no {PLOT_FILE})")
-    with Image.open(plot) as image:
+    return plot
+
+
+def calibration_plot(directory: Path | None) -> str:
+    """The PR plot of a `wit overlap calibrate` output as a data URI ('' without one)."""
+    if directory is None:
+        return ""
+    with Image.open(calibration_file(directory)) as image:
         return html.data_uri(image, size=None)
 
 
@@ -201,6 +207,6 @@ def run(cfg: ReportConfig) -> StageResult:
             raise InputError(f"checkpoint not found: {cfg.checkpoint}")
         inputs.append(fingerprint([str(cfg.checkpoint)]))
     if cfg.calibration is not None:
-        calibration_plot(cfg.calibration)  # checked before any work
+        calibration_file(cfg.calibration)  # checked before any work
         inputs.append(fingerprint([str(cfg.calibration / "_SUCCESS")]))
     return run_stage(STAGE, OUTPUT_VERSION, cfg, inputs, lambda tmp: build(tmp, cfg))
