@@ -47,12 +47,21 @@ demo: setup
 demo-cluster: setup
 	bash scripts/demo_cluster.sh $(abspath $(BIN)) $(DEMO_OUT)-cluster $(FIXTURES)
 
-bench: setup
-	WIT_FIXTURES=$(FIXTURES) $(BIN)/python benchmarks/run.py
+# The peers (cc2dataset, wikiextractor, pyahocorasick) live in their own folder, put on
+# PYTHONPATH only for the benchmarks: they never enter the project's environment.
+PEERS := .bench-peers
+
+$(PEERS)/.installed: benchmarks/peers.txt $(STAMP)
+	rm -rf $(PEERS)
+	$(BIN)/pip install -q --no-deps --target $(PEERS) -r benchmarks/peers.txt
+	touch $@
+
+bench: setup $(PEERS)/.installed
+	PYTHONPATH=$(abspath $(PEERS)) WIT_FIXTURES=$(FIXTURES) $(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/images.py --json bench_out/images.json
 	$(BIN)/python benchmarks/overlap.py --json bench_out/overlap.json
 	WIT_FIXTURES=$(FIXTURES) $(BIN)/python benchmarks/clip_train.py --model tiny \
 		--variants open_clip,ours,ours_grouped,ours_groups4 --json bench_out/clip_train.json
 
 clean:
-	rm -rf $(DEMO_OUT) bench_out .pytest_cache .ruff_cache
+	rm -rf $(DEMO_OUT) bench_out $(PEERS) .pytest_cache .ruff_cache

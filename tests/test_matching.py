@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
+
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from tests.builders import FIXTURES, REPO
-from wit_builder.curate.matching import build_automaton, match_ids, normalize_text
+from wit_builder.curate.matching import (
+    build_automaton,
+    match_ids,
+    match_many,
+    normalize_array,
+    normalize_text,
+)
 
 ENTRIES = ["dog", "dog's", "hot dog", "St. Louis", "St", "Louis", "Apple", "New York",
            "York", "(dog)", "rock-n-roll", ",", "Zürich", ""]
@@ -87,3 +97,26 @@ def test_equals_naive_reference_on_real_alt_texts():
         assert got == naive_match(entries, text), text
         matched += bool(got)
     assert matched > 600  # two thirds of these real alt-texts hold a listed entry
+
+
+def test_arrow_normalization_equals_the_reference():
+    """The vectorized normalization (Arrow kernels) gives `rule_text` + separator for
+    every real alt-text, and for control whitespace, every mark and non-ASCII text."""
+    texts = pq.read_table(FIXTURES / "alt_text" / "laion-alt-text-1000.parquet")
+    texts = [t or "" for t in texts.column("TEXT").to_pylist()]
+    texts += ["a,b.c;d:e?f!g`h", "tab\there\nnew\rline", "Zürich, 東京!", "", "\x00x"]
+    got = normalize_array(pa.array(texts)).to_pylist()
+    assert got == [rule_text(t) + "\x00" for t in texts]
+    assert [normalize_text(t) for t in texts] == [rule_text(t) for t in texts]
+
+
+def test_match_many_on_arrow_batches_with_nulls():
+    """Nulls and empty texts match nothing; hits land on the right text of the batch
+    (byte offsets of multi-byte UTF-8 texts), chunked arrays read like plain ones."""
+    matcher = build_automaton(ENTRIES)
+    texts = ["Zürich, Switzerland", None, "", "東京 dog", "New York?", "\x00dog\x00"]
+    offsets, ids = match_many(matcher, pa.chunked_array([texts[:3], texts[3:]]))
+    per_text = [{ENTRIES[i] for i in ids[a:b]} for a, b in itertools.pairwise(offsets)]
+    assert per_text == [{"Zürich", ","}, set(), set(), {"dog"}, {"New York", "York"},
+                        set()]
+    assert offsets.dtype == ids.dtype == np.int32
