@@ -243,56 +243,118 @@ def bench_match(repeats: int) -> dict[str, float]:
             "automaton_peak_rss_mib": rss, "before_automaton_rss_mib": rss_before}
 
 
-def repacked_warc(target_mb: float, path: Path) -> Path:
-    """Fixture WARC records, one gzip member each, repeated to about `target_mb` MB."""
-    import gzip
-    import io
+def page_files(target_mb: float, folder: Path) -> tuple[Path, Path]:
+    """(WARC, WAT) of the same pages: copies of the fixture WARC records (the CC-MAIN
+    excerpt and the EUC-JP pages) with every alt/title and image URL tagged by its copy
+    number, so texts are distinct as in a real crawl and no cache hides the per-text
+    cost; the WAT is built from those pages in Common Crawl's layout. One gzip member per
+    record; about `target_mb` MB of WARC."""
+    sys.path.insert(0, str(REPO))
+    from tests import warcs
+
+    records = (warcs.raw_records(warcs.WARC_DIR / "cc-main-2020-34-excerpt.warc.gz")
+               + warcs.raw_records(warcs.WARC_DIR / "clueweb-euc-jp.warc.gz"))
+    block = warcs.per_record_gzip(records)
+    copies = max(1, round(target_mb * 1e6 / len(block)))
+    tagged = [warcs.with_distinct_alts(r, f"c{k}r{i}")
+              for k in range(copies) for i, r in enumerate(records)]
+    warc, wat = folder / "pages.warc.gz", folder / "pages.warc.wat.gz"
+    warc.write_bytes(warcs.per_record_gzip(tagged))
+    wat.write_bytes(warcs.per_record_gzip(warcs.wat_records(b"".join(tagged))))
+    return warc, wat
+
+
+def bare_warc_pairs(path: Path) -> list[tuple[str, str]]:
+    """Baseline: the shortest loop that gives cc2dataset's pairs from a WARC — fastwarc,
+    selectolax on HTML responses, non-empty alt, urljoin against the page URL."""
+    from urllib.parse import urljoin
 
     from fastwarc import ArchiveIterator, WarcRecordType
+    from selectolax.lexbor import LexborHTMLParser
 
-    members = []
-    for name in ("cc-main-2020-34-excerpt.warc.gz", "clueweb-euc-jp.warc.gz"):
-        data = gzip.decompress((FIXTURES / "warc" / name).read_bytes())
-        starts = [r.stream_pos for r in ArchiveIterator(
-            io.BytesIO(data), parse_http=False, record_types=WarcRecordType.any_type)]
-        members += [gzip.compress(data[a:b])
-                    for a, b in zip(starts, [*starts[1:], len(data)], strict=True)]
-    block = b"".join(members)
-    path.write_bytes(block * max(1, round(target_mb * 1e6 / len(block))))
-    return path
+    pairs = []
+    for record in ArchiveIterator(str(path), record_types=WarcRecordType.response,
+                                  parse_http=True, quirks_mode=True):
+        if "html" not in (record.http_content_type or ""):
+            continue
+        page = record.headers.get("WARC-Target-URI")
+        for img in LexborHTMLParser(record.reader.read()).css("img[src]"):
+            alt = img.attributes.get("alt")
+            if alt:
+                pairs.append((urljoin(page, img.attributes["src"]), alt))
+    return pairs
+
+
+def cc2dataset_pairs(path: Path) -> list[tuple[str, str]]:
+    """Peer: cc2dataset's own per-file function on the WAT (uid, url, alt, file, page)."""
+    import logging
+
+    from cc2dataset.main import process_wat
+    from loguru import logger
+
+    logger.remove()  # it logs every file at INFO
+    logging.disable(logging.INFO)
+    return [(url, alt) for _, url, alt, _, _ in process_wat(str(path), "image")]
+
+
+def our_pairs(path: Path, params: object) -> list[tuple[str, str]]:
+    """(url, text) of `extract_file` (what one Spark task runs) on one file."""
+    from wit_builder.curate.extract import extract_file
+
+    batches = list(extract_file(str(path), params))
+    return [(u, t) for b in batches[:-1] for u, t in zip(
+        b.column("url").to_pylist(), b.column("text").to_pylist(), strict=True)]
+
+
+def lid_only(texts: list[str]) -> None:
+    """The language-ID floor: one fastText prediction per text, nothing else."""
+    from wit_builder.curate.lid import load_model, resolve_model_path
+
+    model = load_model(resolve_model_path(None))
+    for text in texts:
+        model.predict(text, k=1)
 
 
 def bench_extract(target_mb: float) -> dict[str, float]:
-    from collections import deque
+    from wit_builder.curate.extract import ExtractParams
 
-    from fastwarc import ArchiveIterator, WarcRecordType
-
-    from wit_builder.curate.extract import ExtractParams, extract_file
-
+    with_lid = ExtractParams(attrs=("alt",))  # English, score ≥ 0.5: LID on every text
+    all_langs = ExtractParams(lang=None, min_lang_score=0.0, attrs=("alt",))
+    no_lid = ExtractParams(lang=None, min_lang_score=0.0, attrs=("alt",), lid=False)
     with tempfile.TemporaryDirectory() as tmp:
-        path = repacked_warc(target_mb, Path(tmp) / "bench.warc.gz")
-        mb = path.stat().st_size / 1e6
-
-        def raw() -> None:
-            for record in ArchiveIterator(str(path), record_types=WarcRecordType.any_type):
-                record.reader.read()
-
-        params = ExtractParams(lang=None, min_lang_score=0.0)
-        batches: list = []
-        t_raw = rounds(3, raw)["median"]
-        t_ours = rounds(3, lambda: batches.__setitem__(
-            slice(None), list(extract_file(str(path), params))))["median"]
-        deque(batches, maxlen=0)
+        warc, wat = page_files(target_mb, Path(tmp))
+        theirs = cc2dataset_pairs(wat)
+        bare = bare_warc_pairs(warc)
+        ours_all = our_pairs(wat, all_langs)
+        ours_en = our_pairs(wat, with_lid)
+        t_cc = rounds(3, lambda: cc2dataset_pairs(wat))["median"]
+        t_bare = rounds(3, lambda: bare_warc_pairs(warc))["median"]
+        t_wat = rounds(3, lambda: our_pairs(wat, with_lid))["median"]
+        t_warc = rounds(3, lambda: our_pairs(warc, with_lid))["median"]
+        t_wat_no_lid = rounds(3, lambda: our_pairs(wat, no_lid))["median"]
+        t_warc_no_lid = rounds(3, lambda: our_pairs(warc, no_lid))["median"]
+        t_lid = rounds(3, lambda: lid_only([t for _, t in ours_all]))["median"]
         rss = peak_rss_mib("from wit_builder.curate.extract import ExtractParams, "
-                           "extract_file\nparams = ExtractParams(lang=None, "
-                           f"min_lang_score=0.0)\nfor _ in extract_file({str(path)!r}, "
-                           "params): pass")
-    pairs = sum(b.num_rows for b in batches[:-1])
-    return {"input_mb": round(mb, 1), "pairs": pairs,
-            "raw_fastwarc_mb_s_core": round(mb / t_raw, 1),
-            "extract_mb_s_core": round(mb / t_ours, 2),
-            "extract_pairs_s_core": round(pairs / t_ours),
-            "extract_vs_raw_fastwarc": round(t_raw / t_ours, 3),
+                           "extract_file\nparams = ExtractParams(attrs=('alt',))\n"
+                           f"for _ in extract_file({str(warc)!r}, params): pass")
+        sizes = {"warc_mb": round(warc.stat().st_size / 1e6, 1),
+                 "wat_mb": round(wat.stat().st_size / 1e6, 1)}
+    # ours collapse whitespace and turn control characters into spaces; theirs keep them
+    theirs_set = {(u, " ".join(a.split())) for u, a in theirs}
+    return {**sizes, "pairs_cc2dataset": len(theirs), "pairs_bare_warc": len(bare),
+            "pairs_ours_all_langs": len(ours_all), "pairs_ours_en": len(ours_en),
+            "distinct_texts": len({t for _, t in ours_all}),
+            "distinct_pairs_cc2dataset": len(theirs_set),
+            "distinct_pairs_ours": len(set(ours_all)),
+            "distinct_pairs_in_both": len(theirs_set & set(ours_all)),
+            "cc2dataset_pairs_s_core": round(len(theirs) / t_cc),
+            "bare_warc_pairs_s_core": round(len(bare) / t_bare),
+            "lid_only_texts_s_core": round(len(ours_all) / t_lid),
+            "wat_vs_cc2dataset": round(t_cc / t_wat, 3),
+            "wat_no_lid_vs_cc2dataset": round(t_cc / t_wat_no_lid, 3),
+            "lid_alone_vs_cc2dataset": round(t_cc / t_lid, 3),
+            "warc_vs_bare": round(t_bare / t_warc, 3),
+            "warc_no_lid_vs_bare": round(t_bare / t_warc_no_lid, 3),
             "extract_peak_rss_mib": rss}
 
 

@@ -241,3 +241,142 @@ def test_bad_wat_json_is_a_counted_record_drop(tmp_path):
     path.write_bytes(gzip.compress(bad))
     rows, counts = run_file(path)
     assert rows == [] and counts["record_bad_wat_json"] == 1 and counts["records"] == 1
+
+
+def test_wat_built_from_real_warcs_gives_their_pairs(tmp_path):
+    """The benchmark's WAT input (Common Crawl's layout, every link of every real page of
+    the CC excerpt and the ClueWeb pages, alts tagged per copy) yields exactly the pairs
+    of the WARC it was built from."""
+    records = [warcs.with_distinct_alts(r, "c7")
+               for r in warcs.raw_records(warcs.CC_EXCERPT) + warcs.raw_records(warcs.CLUEWEB)]
+    warc, wat = tmp_path / "pages.warc.gz", tmp_path / "pages.warc.wat.gz"
+    warc.write_bytes(warcs.per_record_gzip(records))
+    wat.write_bytes(warcs.per_record_gzip(warcs.wat_records(b"".join(records))))
+    from_warc, warc_counts = run_file(warc)
+    from_wat, wat_counts = run_file(wat)
+    key = ("uid", "url", "text", "attr", "page_url")
+    assert sorted(tuple(r[k] for k in key) for r in from_wat) == \
+        sorted(tuple(r[k] for k in key) for r in from_warc)
+    assert wat_counts["wat_pages"] == warc_counts["html_pages"] == 45
+    assert len(from_wat) > 300 and all("c7." in r["text"] or "c7." in r["url"]
+                                       for r in from_wat)
+
+
+@pytest.mark.parametrize(("src", "base", "expected"), [
+    ("http://[bad/x.jpg", None, Drop("url_invalid")),          # urllib: invalid IPv6
+    ("x.jpg", "http://[oops/", Drop("url_invalid")),
+    ("http://ex\uff0fample.com/a.jpg", None, Drop("url_invalid")),  # NFKC gives "/"
+    ("http:///a.jpg", None, Drop("url_not_http")),             # empty netloc
+    ("HTTPS://Ex.com/A.JPG", None, "HTTPS://Ex.com/A.JPG"),
+    ("https://ex.com?q=1", None, "https://ex.com?q=1"),
+    ("https://ex.com/ä.jpg#x", None, "https://ex.com/ä.jpg"),
+])
+def test_resolve_url_edge_cases(src, base, expected):
+    assert resolve_url(src, base, 2048) == expected
+
+
+def test_malformed_base_href_is_ignored():
+    assert page_base("http://ex.com/a/b.html", "http://[x/") == "http://ex.com/a/b.html"
+
+
+def slow_resolve(src: str, base: str | None, max_chars: int) -> str | Drop:
+    """The rule without the fast path: strip, join unless http(s), drop the fragment,
+    check scheme, netloc and length (urllib throughout)."""
+    from urllib.parse import urldefrag, urljoin, urlsplit
+
+    src = src.strip().replace("\t", "").replace("\n", "").replace("\r", "")
+    if not src:
+        return Drop("url_empty")
+    scheme = src.split(":", 1)[0].lower() if ":" in src else ""
+    if scheme in ("data", "javascript"):
+        return Drop(f"url_{scheme}")
+    try:
+        url = urldefrag(src if scheme in ("http", "https") else urljoin(base or "", src)).url
+        parts = urlsplit(url)
+    except ValueError:
+        return Drop("url_invalid")
+    if not parts.scheme:
+        return Drop("url_unresolvable")
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        return Drop("url_not_http")
+    return url if len(url) <= max_chars else Drop("url_too_long")
+
+
+def test_resolve_url_equals_urllib_on_real_and_odd_srcs():
+    """The fast path for plain absolute URLs changes no result: every image src of the
+    fixture WARCs and WAT-style odd srcs give what urllib alone gives."""
+    srcs = [link["url"] for r in warcs.raw_records(warcs.CC_EXCERPT)
+            + warcs.raw_records(warcs.CLUEWEB)
+            for link in warcs.page_links(r.decode("utf-8", "replace"))[1]]
+    odd = ["http://", "https://", "http:/x.jpg", "http:x.jpg", "http://?q", "http://#f",
+           "http://a", "HtTp://A/b", "https://a.b/c d.jpg", "http://a/\x7f.jpg",
+           "https://user:pw@host:80/p?q#f", "http://[::1]/a.jpg", "http://ex.com:99999/a",
+           "https:\\\\ex.com\\a.jpg", "  https://ex.com/a.jpg  ", "http://ex.com/" + "a" * 60]
+    odd += ["a//b.jpg", "/a//b.jpg", "//cdn.ex.com/a//b.jpg", "//cdn.ex.com/a/../b.jpg",
+            "./a.jpg", "../a.jpg", ".", "..", "a/./b.jpg", "/.well-known/a.png", "?q=1",
+            "a.jpg?x=1&y=2", "a;p=1/b.jpg", "//", "///a.jpg", "//?x", "a.jpg/", "%7Ea.jpg",
+            "ä.jpg", "a\\b.jpg", "mailto:x@y", "a:b.jpg", "a[1].jpg"]
+    bases = ["http://ex.com/dir/page.html", "https://Ex.com", "http://ex.com?x=1",
+             "HTTP://ex.com/a/b/", "http://ex.com/a/../b/p", "http://ex.com//a/p",
+             "http://ex.com/a;p/b", "http://ex.com/a/.hidden/p", "http://user@ex.com:8080/x",
+             "http://[::1]/a/", "http://ex.com/ä/p", "ftp://ex.com/a/", None]
+    assert len(srcs) > 1000
+    for src in srcs + odd:
+        for base in bases:
+            assert resolve_url(src, base, 64) == slow_resolve(src, base, 64), (src, base)
+
+
+def test_wat_json_that_only_the_standard_library_reads(tmp_path):
+    """NaN and lone surrogate escapes are valid for `json` but not for orjson: the record
+    is still read, and a text or URL holding a lone surrogate is a counted drop, not a
+    crash when the pair is written."""
+    links = [{"path": "IMG@/src", "url": "http://ex.org/a.jpg", "alt": "SURROGATE here"},
+             {"path": "IMG@/src", "url": "http://ex.org/\\udc80.jpg", "alt": "a fine text"},
+             {"path": "IMG@/src", "url": "http://ex.org/b.jpg", "alt": "a good dog"}]
+    record = warcs.wat_response("http://ex.org/", None, links)
+    # one backslash in the JSON: a \\uXXXX escape of a lone surrogate
+    record = record.replace(b"SURROGATE", b"\\ud800").replace(b"\\\\udc80", b"\\udc80")
+    record = record.replace(b'"Title": "test page"', b'"Title": NaN  ')
+    path = tmp_path / "odd.wat.gz"
+    path.write_bytes(gzip.compress(record))
+    rows, counts = run_file(path)
+    assert [(r["url"], r["text"]) for r in rows] == [("http://ex.org/b.jpg", "a good dog")]
+    assert counts["text_bad_encoding"] == 1 and counts["url_invalid"] == 1
+    assert counts["wat_pages"] == 1
+    assert_accounted(counts)
+
+
+def test_without_language_id_the_pairs_are_the_same(tmp_path):
+    """lid=false (with lang none, score 0) keeps every pair of the all-languages run and
+    only leaves lang and lang_score null; any language filter forbids it."""
+    from pydantic import ValidationError
+
+    from wit_builder.curate.configs import ExtractConfig
+
+    with_lid, counts = run_file(warcs.CC_EXCERPT)
+    without, counts_without = run_file(warcs.CC_EXCERPT,
+                                       ExtractParams(lang=None, min_lang_score=0.0, lid=False))
+    key = ("uid", "url", "text", "attr", "page_url")
+    assert [tuple(r[k] for k in key) for r in without] == \
+        [tuple(r[k] for k in key) for r in with_lid]
+    assert {(r["lang"], r["lang_score"]) for r in without} == {(None, None)}
+    assert counts_without == counts and len(without) > 30
+    for bad in ({"lang": "en"}, {"lang": None, "min_lang_score": 0.2}):
+        with pytest.raises(ValidationError, match="lid=false needs lang none"):
+            ExtractConfig(warc=["x.warc.gz"], out=tmp_path, lid=False, **bad)
+
+
+def test_resolve_url_equals_urllib_on_generated_srcs():
+    """Seeded random srcs and bases made of URL pieces (slashes, dots, queries, params,
+    schemes, brackets, non-ASCII): the fast paths agree with urllib on every one."""
+    import random
+
+    rng = random.Random(0)
+    pieces = ["a", "b.jpg", "/", "/", ".", "..", "?", "=", "&", "//", ";", ":", "#", "%20",
+              "ä", "[", "]", "\\", "http:", "https://", "x.y", "~", "@"]
+    bases = ["http://ex.com/dir/page.html", "https://ex.com", "http://ex.com/a/b/?q"]
+    for _ in range(20_000):
+        src = "".join(rng.choices(pieces, k=rng.randint(1, 6)))
+        base = rng.choice(bases) if rng.random() < 0.8 else \
+            "http://ex.com/" + "".join(rng.choices(pieces, k=3))
+        assert resolve_url(src, base, 80) == slow_resolve(src, base, 80), (src, base)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import gzip
 import io
+import itertools
 import json
+import re
 import uuid
 from pathlib import Path
 
@@ -89,3 +91,65 @@ def img_links(html: str) -> list[dict]:
         item.update({k: img.attributes[k] for k in ("alt", "title") if k in img.attributes})
         links.append(item)
     return links
+
+
+LINK_PATHS = {"a": ("A@/href", "href"), "img": ("IMG@/src", "src"),
+              "link": ("LINK@/href", "href"), "script": ("SCRIPT@/src", "src")}
+
+
+def page_links(text: str) -> tuple[str | None, list[dict]]:
+    """A page's ``<base href>`` and its WAT ``Links`` in document order, as Common Crawl's
+    WAT writer lists them: ``A@/href`` (with the anchor text), ``IMG@/src`` (with alt and
+    title when present), ``LINK@/href`` (with rel) and ``SCRIPT@/src``."""
+    tree = LexborHTMLParser(text)
+    base = tree.css_first("base[href]")
+    links = []
+    for node in tree.css("a[href], img[src], link[href], script[src]"):
+        path, attr = LINK_PATHS[node.tag]
+        item = {"path": path, "url": node.attributes[attr]}
+        if node.tag == "a":
+            item["text"] = node.text(strip=True)
+        extra = {"img": ("alt", "title"), "link": ("rel",)}.get(node.tag, ())
+        item.update({k: node.attributes[k] for k in extra if node.attributes.get(k)
+                     is not None})
+        links.append(item)
+    return (base.attributes.get("href") if base else None), links
+
+
+_CONTENT_LENGTH = re.compile(rb"(?im)^Content-Length:[ \t]*(\d+)")
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_ALT_START = re.compile(rb"""(\b(?:alt|title)=["'])(?=[^"'])""", re.IGNORECASE)
+_IMG_EXT_END = re.compile(rb"""(\.(?:jpe?g|png|gif))(["'])""", re.IGNORECASE)
+
+
+def with_distinct_alts(record: bytes, tag: str) -> bytes:
+    """A raw WARC record whose HTML alt and title attributes start with `tag` and a running
+    number, and whose image URLs end with them (Content-Length updated): every text and
+    URL is distinct, as in a real crawl, even across copies of the same page."""
+    end = _HEADER_END.search(record)
+    head, rest = record[:end.end()], record[end.end():]
+    length = int(_CONTENT_LENGTH.search(head).group(1))
+    block, trailer = rest[:length], rest[length:]
+    alts, urls = itertools.count(), itertools.count()
+    # Each occurrence gets its own number (pages repeat an image and its alt many times);
+    # empty alts stay empty.
+    block = _ALT_START.sub(lambda m: m[1] + f"{tag}.{next(alts)} ".encode(), block)
+    block = _IMG_EXT_END.sub(lambda m: m[1] + f"?{tag}.{next(urls)}".encode() + m[2], block)
+    head = _CONTENT_LENGTH.sub(b"Content-Length: %d" % len(block), head, count=1)
+    return head + block + trailer
+
+
+def wat_records(warc: bytes) -> list[bytes]:
+    """A WAT metadata record for every HTML response in the (uncompressed) `warc`, in
+    Common Crawl's layout (see `wat_response`)."""
+    from wit_builder.curate.html import decode_html
+
+    out = []
+    for record in ArchiveIterator(io.BytesIO(warc), record_types=WarcRecordType.response,
+                                  parse_http=True, quirks_mode=True, auto_decode="none"):
+        ctype = (record.http_content_type or "").lower() if record.is_http else ""
+        if ctype not in ("text/html", "application/xhtml+xml"):
+            continue
+        base, links = page_links(decode_html(record.reader.read(), record.http_charset))
+        out.append(wat_response(record.headers.get("WARC-Target-URI"), base, links))
+    return out

@@ -30,6 +30,9 @@ class ExtractConfig(SparkStageConfig):
                                   "bundled lid.176.ftz)")
     lang: str | None = Field("en", description="language to keep; none keeps all")
     min_lang_score: float = Field(0.5, ge=0.0, le=1.0, description="min LID probability")
+    lid: bool = Field(True, description="run language ID; false (only with lang none and "
+                      "min_lang_score 0, where it filters nothing) leaves lang and "
+                      "lang_score null and saves its cost")
     attrs: list[Literal["alt", "title"]] = Field(["alt", "title"], min_length=1,
                                                  description="img attributes used as text")
     min_text_chars: int = Field(3, ge=1, description="shortest text kept")
@@ -51,12 +54,16 @@ class ExtractConfig(SparkStageConfig):
     def _one_input(self) -> ExtractConfig:
         if (self.warc is None) == (self.manifest is None):
             raise ValueError("give exactly one of warc (paths/globs) or manifest")
+        if not self.lid and (self.lang is not None or self.min_lang_score > 0):
+            raise ValueError("lid=false needs lang none and min_lang_score 0 (without "
+                             "language ID nothing can be filtered by language)")
         return self
 
     def params(self, lid_model: str | None) -> ExtractParams:
         """The per-file parameters, with the model as the workers will find it."""
         return ExtractParams(
             lid_model=lid_model, lang=self.lang, min_lang_score=self.min_lang_score,
+            lid=self.lid,
             attrs=tuple(self.attrs), min_text_chars=self.min_text_chars,
             max_text_chars=self.max_text_chars, max_url_chars=self.max_url_chars)
 

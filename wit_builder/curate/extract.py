@@ -59,6 +59,7 @@ class ExtractParams:
     lid_model: str | None = None  # None: lid.176.ftz (see `lid.resolve_model_path`)
     lang: str | None = "en"
     min_lang_score: float = 0.5
+    lid: bool = True  # False: lang and lang_score stay null (only when nothing is filtered)
     attrs: tuple[str, ...] = ("alt", "title")
     min_text_chars: int = 3
     max_text_chars: int = 1000
@@ -85,14 +86,19 @@ def page_candidates(page: records.Page, attrs: Iterable[str]) -> Iterator[tuple[
 
 
 def check_pair(src: str, text: str, base: str | None, params: ExtractParams,
-               lid: LanguageId) -> tuple[str, str, str, float] | Drop:
-    """(url, text, lang, lang_score) of a candidate, or the reason it is dropped."""
+               lid: LanguageId | None) -> tuple[str, str, str | None, float | None] | Drop:
+    """(url, text, lang, lang_score) of a candidate, or the reason it is dropped.
+
+    Without a `lid` (``params.lid`` false) lang and lang_score are None.
+    """
     url = resolve_url(src, base, params.max_url_chars)
     if isinstance(url, Drop):
         return url
     clean = clean_text(text, params.min_text_chars, params.max_text_chars)
     if isinstance(clean, Drop):
         return clean
+    if lid is None:
+        return url, clean, None, None
     lang, score = lid(clean)
     if params.lang and lang != params.lang:
         return Drop(f"lang_not_{params.lang}")
@@ -101,7 +107,7 @@ def check_pair(src: str, text: str, base: str | None, params: ExtractParams,
     return url, clean, lang, score
 
 
-def file_pairs(path: str, params: ExtractParams, lid: LanguageId,
+def file_pairs(path: str, params: ExtractParams, lid: LanguageId | None,
                counts: Counter[str]) -> Iterator[tuple]:
     """Pair rows (in `PAIR_COLUMNS` order) of one file; `counts` gets every counter."""
     for page in records.iter_pages(path, counts):
@@ -136,7 +142,7 @@ def _count_batch(path: str, counts: Counter[str]) -> pa.RecordBatch:
 
 def extract_file(path: str, params: ExtractParams) -> Iterator[pa.RecordBatch]:
     """Pair batches of one file, then one batch of its counters."""
-    lid = LanguageId(params.lid_model)
+    lid = LanguageId(params.lid_model) if params.lid else None
     counts: Counter[str] = Counter({"records": 0, "candidates": 0, "pairs": 0})
     rows: list[tuple] = []
     for row in file_pairs(path, params, lid, counts):
