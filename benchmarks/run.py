@@ -1,15 +1,22 @@
 """Benchmark runner: every figure is printed as a ratio against a named baseline that is
 measured in the same run, on the same input and machine.
 
-    python benchmarks/run.py [--only querylist] [--copies 6] [--json out.json]
+    PYTHONPATH=.bench-peers python benchmarks/run.py [--only querylist] [--json out.json]
+
+The peers (cc2dataset, wikiextractor, pyahocorasick) come from `.bench-peers/`, a folder
+`make bench` fills from `benchmarks/peers.txt`; they are never installed in the project's
+environment.
 
 querylist
-    Input: the fixture Wikipedia excerpt repeated `--copies` times as a multistream bz2
-    (the layout of real ``pages-articles-multistream`` dumps). Figures are MB/s/core of
-    *compressed* input. Baseline: ``bzcat FILE > /dev/null`` (one core). Measured: (a) the
-    per-task scan (`scan_batches`, what one Spark task runs: XML, wikitext, tokens,
-    counts) on one core, and (b) the whole `wit querylist` Spark job in local mode
-    (start-up, scan, aggregation, selection, writing) divided by its cores.
+    Input: the fixture Wikipedia excerpt repeated `--copies` times in the layout of real
+    ``pages-articles-multistream`` dumps (bzip2 streams of 100 pages). Figures are MB/s
+    per core of *compressed* input. Baselines: ``bzcat FILE > /dev/null`` (one core,
+    wall time) and the peer wikiextractor 3.1.0 ``--no-templates`` (MB per CPU second of
+    its processes). Measured: (a) the per-task scan (`scan_splits`, what the Spark tasks
+    run: bz2, records, XML, wikitext, tokens, counts) over every split in one process,
+    MB per CPU second; (b) the whole `wit querylist` Spark job in local mode (start-up,
+    scan, aggregation, selection, writing; 1 MiB splits) divided by its cores, and its
+    ratio to (a).
 
 match
     Input: the 1000 real alt-texts of the fixture repeated `--match-repeats` times, and a
@@ -17,22 +24,29 @@ match
     the Wikipedia excerpt). Baseline: a bare pyahocorasick loop over the padded texts on
     one core (``automaton.iter``, nothing else); second baseline: the same loop over the
     texts already normalized by the rule (marks spaced out, which also yields more hits),
-    with the normalization left untimed. Measured: the match stage inside Spark
+    with the normalization left untimed; third baseline: ahocorasick-rs's raw scan of each
+    normalized text (overlapping matches). Measured: the match stage inside Spark
     (`match_df` over a cached DataFrame, all cores, written to the noop sink; automata
     already built by a warm-up run, as in a long job), as texts/s/core. Times are the
     median of 5 rounds (the best is reported too; the box is shared), with the bare loop's
-    CPU time. Third baseline: ahocorasick-rs's raw scan of each normalized text (overlapping
-    matches). `automaton_peak_rss_mib` is a fresh Python loading the 500k list and building
+    CPU time. `automaton_peak_rss_mib` is a fresh Python loading the 500k list and building
     the automaton, `before_automaton_rss_mib` the same process without the build.
 
 extract
-    Input: the fixture WARC records (the CC-MAIN excerpt and the EUC-JP pages) repacked as
-    one gzip member per record, repeated to about `--extract-mb` MB compressed. Baseline:
-    raw fastwarc iteration of the same file (every record's payload read), one core.
-    Measured: `extract_file` (what one Spark task runs: parse, resolve, clean, LID), one
-    core, with every language kept so each candidate goes through LID; ratio of times on
-    the same file = ratio of pairs/s (medians of 3 rounds). `extract_peak_rss_mib` is a
-    fresh Python extracting the file (one task's worker).
+    Input: copies of the fixture WARC pages (the CC-MAIN excerpt and the EUC-JP pages)
+    with every alt/title and image URL tagged by copy, record and occurrence, so all texts
+    are distinct (a real crawl repeats few texts; the fixture repeats most, which a LID
+    cache would hide), about `--extract-mb` MB of WARC; and the WAT of the same pages in
+    Common Crawl's layout (`tests/warcs.py`). Peers: cc2dataset 1.5.0's
+    ``process_wat(path, "image")`` on the WAT; a bare fastwarc + selectolax loop (non-empty
+    alt, urljoin) on the WARC, which yields the same pairs. Measured: `extract_file` (what
+    one Spark task runs: parse, resolve, clean, uid, Arrow) with alt texts only as the
+    peers, (a) with language ID keeping English (LID runs on every text) and (b) with
+    ``lid=false``, as the peers do no LID; plus the LID floor (one fastText prediction per
+    text, nothing else). Ratios are of median times of 3 rounds on the same file (= ratio
+    of pairs/s, the pairs being the same: `distinct_pairs_in_both`; ours turn control
+    characters into spaces). `extract_peak_rss_mib` is a fresh Python extracting the WARC
+    (one task's worker).
 """
 
 from __future__ import annotations
@@ -92,30 +106,54 @@ def best_of(repeats: int, fn: Callable[[], object]) -> float:
 
 
 def make_multistream(copies: int, target: Path) -> Path:
-    """`copies` concatenated bz2 streams of the fixture dump."""
-    data = WIKI.read_bytes()
-    target.write_bytes(data * copies)
+    """`copies` of the fixture dump in the layout of real ``pages-articles-multistream``
+    dumps: bzip2 streams of 100 pages each (the header in the first)."""
+    import re
+
+    with bz2.open(WIKI, "rt", encoding="utf-8") as f:
+        chunks = re.split(r"(?<=</page>\n)", f.read())
+    streams = [bz2.compress("".join(chunks[i:i + 100]).encode())
+               for i in range(0, len(chunks), 100)]
+    target.write_bytes(b"".join(streams) * copies)
     return target
 
 
-def scan_one_core(path: Path) -> None:
-    """Run the Spark task body over the whole file in this process (one core)."""
-    from wit_builder.querylist.scan import scan_batches
+SPLIT_MB = 1  # small enough for every core to get several tasks
 
-    with bz2.open(path, "rt", encoding="utf-8") as f:
-        records = f.read().split("</page>")
-    batch = pa.RecordBatch.from_pydict({"value": records, "file": [str(path)] * len(records)})
-    for _ in scan_batches(iter([batch]), max_keys=500_000):
-        pass
+
+def scan_one_core(path: Path) -> None:
+    """Run the Spark tasks' body over every split of the file in this process (one core):
+    decompress the range, split records, parse, tokenize, count."""
+    from wit_builder.querylist.scan import scan_splits
+    from wit_builder.querylist.splits import plan_splits
+
+    for split in plan_splits([(str(path), path.stat().st_size)], SPLIT_MB << 20):
+        batch = pa.RecordBatch.from_pylist([vars(split)])
+        for _ in scan_splits(iter([batch]), max_keys=500_000):
+            pass
 
 
 def spark_job(path: Path, cores: int) -> None:
     out = Path(tempfile.mkdtemp(prefix="wit-bench-")) / "ql"
     cmd = [sys.executable, "-m", "wit_builder.cli", "querylist", "--wiki-dump", str(path),
            "--out", str(out), "--wordnet", "none", "--master", f"local[{cores}]",
-           "--min-count", "20", "--min-pmi", "12"]
+           "--min-count", "20", "--min-pmi", "12", "--split-mb", str(SPLIT_MB)]
     subprocess.run(cmd, check=True, capture_output=True)
     shutil.rmtree(out.parent)
+
+
+def wikiextractor_cpu(path: Path) -> float:
+    """Peer: wikiextractor ``--no-templates`` on the same dump; its CPU seconds (it runs a
+    reader, an extractor and a writer process even with ``--processes 1``)."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with tempfile.TemporaryDirectory() as out:
+        subprocess.run([sys.executable, "-m", "wikiextractor.WikiExtractor", str(path),
+                        "--no-templates", "--processes", "1", "-q", "-o", out],
+                       check=True, capture_output=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def bench_querylist(copies: int) -> dict[str, float]:
@@ -125,15 +163,19 @@ def bench_querylist(copies: int) -> dict[str, float]:
         mb = path.stat().st_size / 1e6
         t_bzcat = best_of(3, lambda: subprocess.run(
             f"bzcat {path} > /dev/null", shell=True, check=True))
-        t_scan = best_of(1, lambda: scan_one_core(path))
+        scan_times = rounds(1, lambda: scan_one_core(path))
+        t_wikiextractor = wikiextractor_cpu(path)
         t_job = best_of(1, lambda: spark_job(path, cores))
-    base = mb / t_bzcat
-    scan = mb / t_scan
+    base, scan = mb / t_bzcat, mb / scan_times["cpu_median"]
+    peer = mb / t_wikiextractor
     job = mb / t_job / cores
     return {"input_mb": round(mb, 2), "cores": cores,
             "bzcat_mb_s_core": round(base, 3),
+            "wikiextractor_mb_s_core": round(peer, 3),
             "scan_mb_s_core": round(scan, 3), "scan_vs_bzcat": round(scan / base, 3),
-            "job_mb_s_core": round(job, 3), "job_vs_bzcat": round(job / base, 3)}
+            "scan_vs_wikiextractor": round(scan / peer, 3),
+            "job_mb_s_core": round(job, 3), "job_vs_bzcat": round(job / base, 3),
+            "job_vs_scan": round(job / scan, 3)}
 
 
 ALT_TEXTS = FIXTURES / "alt_text" / "laion-alt-text-1000.parquet"
@@ -370,7 +412,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=sorted(BENCHMARKS), default=None)
-    parser.add_argument("--copies", type=int, default=6)
+    parser.add_argument("--copies", type=int, default=16)
     parser.add_argument("--match-repeats", type=int, default=300)
     parser.add_argument("--extract-mb", type=float, default=30.0)
     parser.add_argument("--json", type=Path, default=None)

@@ -99,6 +99,18 @@ def test_truncated_bz2_names_the_file(spark, wiki_dump, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_corrupt_bz2_data_names_the_file(spark, wiki_dump, tmp_path):
+    """Damage inside the file (its head and tail intact) is found by the task that
+    decompresses it and reported as a one-line error, not a Spark stack trace."""
+    data = bytearray(wiki_dump.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 64] = b"\0" * 64
+    bad = tmp_path / "bad.xml.bz2"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=r"corrupt.*bad\.xml\.bz2"):
+        run_job(spark, wiki_dump=[str(bad)], out=tmp_path / "out", wordnet=None)
+    assert not (tmp_path / "out").exists()
+
+
 # --- a hand-checked dump ------------------------------------------------------------------
 
 # Articles "Red fox" and "Blue whale": tokens red fox jumps | red fox runs | blue whale swims

@@ -12,8 +12,10 @@ import glob
 import logging
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from wit_builder.errors import InputError
 
@@ -75,3 +77,36 @@ def fingerprint(paths: list[str]) -> list[tuple[str, Any, Any]]:
             st = Path(p).stat()
             out.append((p, st.st_size, st.st_mtime_ns))
     return out
+
+
+def openable_files(paths: list[str]) -> tuple[list[tuple[str, int]], list[str]]:
+    """((path or URI, size) of every file Python can open itself — local files, and the
+    files of URIs that fsspec can list — , the URIs left to Spark's Hadoop filesystems)."""
+    files: list[tuple[str, int]] = []
+    others: list[str] = []
+    for p in paths:
+        if not is_uri(p):
+            files.append((p, Path(p).stat().st_size))
+            continue
+        try:
+            import fsspec
+
+            fs, path = fsspec.core.url_to_fs(p)
+            listed = sorted(fs.glob(path))
+            files.extend((fs.unstrip_protocol(n), int(fs.info(n)["size"])) for n in listed)
+        except (ImportError, ValueError, KeyError, TypeError):
+            others.append(p)
+    return files, others
+
+
+@contextmanager
+def open_input(path: str) -> Iterator[BinaryIO]:
+    """Open a local path, or a URI through fsspec (``s3://``, ``https://``...)."""
+    if is_uri(path):
+        import fsspec
+
+        with fsspec.open(path, "rb") as fh:
+            yield fh
+    else:
+        with open(path, "rb") as fh:
+            yield fh

@@ -29,7 +29,6 @@ import io
 import zlib
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -37,7 +36,7 @@ from fastwarc import ArchiveIterator, WarcRecord, WarcRecordType
 
 from wit_builder.curate import html, wat
 from wit_builder.curate.html import ImageRef
-from wit_builder.inputs import is_uri
+from wit_builder.inputs import open_input
 
 RECORD_TYPES = WarcRecordType.response | WarcRecordType.metadata
 HTML_TYPES = ("text/html", "application/xhtml+xml")
@@ -61,19 +60,6 @@ class RecordError(ValueError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-@contextmanager
-def open_input(path: str) -> Iterator[BinaryIO]:
-    """Open a local path, or a URI through fsspec (``s3://``, ``https://``...)."""
-    if is_uri(path):
-        import fsspec
-
-        with fsspec.open(path, "rb") as fh:
-            yield fh
-    else:
-        with open(path, "rb") as fh:
-            yield fh
 
 
 def _iterator(stream: BinaryIO | io.BytesIO) -> ArchiveIterator:

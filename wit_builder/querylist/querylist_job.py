@@ -1,8 +1,9 @@
 """The query-list job: Wikipedia dump (+ pageviews, WordNet) → `entries.parquet`.
 
-Spark reads the dump as records split on ``</page>``; bzip2 input is splittable, so one
-large dump is processed by many executors, and multistream dumps work as-is. Each
-partition is scanned by `scan.scan_batches`; counts are summed by Spark, filtered
+Each dump file is cut into byte ranges, one Spark task each, which decompress their own
+range in Python (`splits`: a multistream dump is split at its bzip2 stream starts, so one
+large dump is processed by many executors) and split it into records on ``</page>``. Each
+task's records are scanned by `scan`; counts are summed by Spark, filtered
 (unigram count, bigram count and PMI) and joined; only the selected entries reach the
 driver. WordNet names and the source combination run on the driver.
 
@@ -13,6 +14,7 @@ log2 N), so a bigram must also occur `min_bigram_count` times.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections import Counter
@@ -21,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from wit_builder.errors import InputError
-from wit_builder.inputs import expand_inputs, fingerprint, is_uri
+from wit_builder.inputs import expand_inputs, fingerprint, is_uri, openable_files
 from wit_builder.outputs import StageResult
-from wit_builder.querylist import combine, dumps, pageviews, scan, wordnet
+from wit_builder.querylist import combine, dumps, pageviews, scan, splits, wordnet
 from wit_builder.querylist.configs import QueryListConfig
 from wit_builder.querylist.entries import Entry, write_entries
 from wit_builder.spark import run_spark_action, run_spark_stage, spark_schema
@@ -40,7 +42,8 @@ log = logging.getLogger(__name__)
 
 
 def read_records(spark: SparkSession, paths: list[str], split_mb: int) -> DataFrame:
-    """Dump records (text up to each ``</page>``) with their source file."""
+    """Dump records (text up to each ``</page>``) with their source file, read by Spark:
+    for URIs only the cluster's Hadoop filesystems can open."""
     from pyspark.sql import functions as F
 
     spark.conf.set("spark.sql.files.maxPartitionBytes", str(split_mb * 1024 * 1024))
@@ -48,18 +51,34 @@ def read_records(spark: SparkSession, paths: list[str], split_mb: int) -> DataFr
     return df.select("value", F.col("_metadata.file_path").alias("file"))
 
 
+def split_frame(spark: SparkSession, files: list[tuple[str, int]], split_mb: int) -> DataFrame:
+    """One row (path, start, end) per byte-range split, one split per Spark task."""
+    planned = splits.plan_splits(files, split_mb * 1024 * 1024)
+    rows = [(s.path, s.start, s.end) for s in planned]
+    rdd = spark.sparkContext.parallelize(rows, max(1, len(rows)))
+    return spark.createDataFrame(rdd, spark_schema(scan.SPLITS_SCHEMA))
+
+
 def count_dump(spark: SparkSession, paths: list[str], cfg: QueryListConfig) -> DataFrame:
-    """Summed ``(kind, a, b, n)`` counts over the dump (see `scan`), persisted."""
+    """Summed ``(kind, a, b, n)`` counts over the dump (see `scan`), persisted.
+
+    Files Python can open are split and decompressed in the workers (`splits`); URIs only
+    Spark's Hadoop filesystems know go through Spark's text reader.
+    """
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
     max_keys = cfg.flush_keys
-
-    def scan_partition(batches):  # closure keeps the Spark function picklable and small
-        return scan.scan_batches(batches, max_keys)
-
-    partial = read_records(spark, paths, cfg.split_mb).mapInArrow(
-        scan_partition, spark_schema(scan.SCHEMA))
+    files, spark_only = openable_files(paths)
+    schema = spark_schema(scan.SCHEMA)
+    parts = []
+    if files:
+        parts.append(split_frame(spark, files, cfg.split_mb).mapInArrow(
+            lambda batches: scan.scan_splits(batches, max_keys), schema))
+    if spark_only:
+        parts.append(read_records(spark, spark_only, cfg.split_mb).mapInArrow(
+            lambda batches: scan.scan_batches(batches, max_keys), schema))
+    partial = functools.reduce(lambda a, b: a.unionByName(b), parts)
     summed = partial.groupBy("kind", "a", "b").agg(F.sum("n").alias("n"))
     return summed.persist(StorageLevel.MEMORY_AND_DISK)
 
@@ -76,6 +95,10 @@ def check_dump_files(counts: DataFrame, paths: list[str], stats: StageStats) -> 
     for r in rows:
         per_file.setdefault(r["a"], Counter())[r["b"]] += r["n"]
     stats.extra["files"] = {f: dict(c) for f, c in sorted(per_file.items())}
+    corrupt = [f for f, c in sorted(per_file.items()) if c["corrupt"]]
+    if corrupt:
+        raise InputError(f"wiki dump corrupt (unreadable compressed data): "
+                         f"{', '.join(corrupt)}: download it again")
     bad = [f for f, c in sorted(per_file.items()) if c["end_tags"] == 0]
     seen = [unquote(f) for f in per_file]  # Spark reports URIs, percent-encoded
     bad += [p for p in paths if not is_uri(p) and not any(f.endswith(p) for f in seen)]

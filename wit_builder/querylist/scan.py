@@ -11,8 +11,12 @@ u     token               ""     occurrences
 b     first token         second occurrences as an adjacent pair
 t     article title       ""     1 per ns-0 page (articles and redirects)
 s     stat name           ""     pages / tokens / skips by reason
-f     source file         stat   pages and ``</mediawiki>`` end tags per file
+f     source file         stat   pages, ``</mediawiki>`` end tags and corrupt
+                                 (unreadable compressed) splits per file
 ====  ==================  =====  ==========================================
+
+`scan_splits` is the same with byte-range splits as input (see `splits`): the task
+decompresses its own range.
 
 Counters are flushed whenever they hold `max_keys` keys, so a worker's memory stays
 bounded however large its split is; Spark's aggregation makes the partial sums exact.
@@ -25,6 +29,7 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
+from wit_builder.querylist.splits import Split, split_records
 from wit_builder.querylist.wikitext import ARTICLE_NAMESPACE, Page, parse_page, plain_text
 from wit_builder.querylist.words import count_into
 
@@ -115,4 +120,22 @@ def scan_batches(batches: Iterator[pa.RecordBatch], max_keys: int) -> Iterator[p
             counts.add_record(record, file)
             if counts.full():
                 yield counts.drain()
+    yield counts.drain()
+
+
+SPLITS_SCHEMA = pa.schema([("path", pa.string()), ("start", pa.int64()), ("end", pa.int64())])
+
+
+def scan_splits(batches: Iterator[pa.RecordBatch], max_keys: int) -> Iterator[pa.RecordBatch]:
+    """`mapInArrow` body: splits (`SPLITS_SCHEMA`) in, partial counts out."""
+    counts = PartialCounts(max_keys)
+    for batch in batches:
+        for row in batch.to_pylist():
+            split, problems = Split(row["path"], row["start"], row["end"]), {}
+            for record in split_records(split, problems):
+                counts.add_record(record, split.path)
+                if counts.full():
+                    yield counts.drain()
+            for name, n in problems.items():
+                counts.files[(split.path, name)] += n
     yield counts.drain()
