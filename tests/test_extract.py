@@ -380,3 +380,17 @@ def test_resolve_url_equals_urllib_on_generated_srcs():
         base = rng.choice(bases) if rng.random() < 0.8 else \
             "http://ex.com/" + "".join(rng.choices(pieces, k=3))
         assert resolve_url(src, base, 80) == slow_resolve(src, base, 80), (src, base)
+
+
+def test_wat_links_of_any_json_shape():
+    """Links items that are not objects, or whose url is not a string, are skipped."""
+    from wit_builder.curate.html import ImageRef
+    from wit_builder.curate.wat import image_links
+
+    good = {"path": "IMG@/src", "url": "a.jpg", "alt": "x", "title": 3}
+    links = [good, "IMG@/src", ["IMG@/src"], None, {"path": "IMG@/src", "url": None},
+             {"path": "A@/href", "url": "b.html"}, {"path": "IMG@/src", "url": "c.png"}]
+    assert image_links(links) == [ImageRef("a.jpg", "x", None), ImageRef("c.png", None, None)]
+    assert image_links([good, {"path": "IMG@/src", "url": "c.png"}]) == \
+        image_links(links)
+    assert image_links({"not": "a list"}) == []

@@ -103,7 +103,9 @@ def resolve_url(src: str, base: str | None, max_chars: int) -> str | Drop:
     (``//cdn/a.jpg``) srcs are resolved against `base` (see `page_base`). A URL urllib
     rejects (a malformed IPv6 host, a host that changes under NFKC) is ``url_invalid``.
     """
-    src = src.strip().translate(_URL_STRIP)
+    src = src.strip()
+    if not src.isprintable():  # tab, newline or carriage return inside, maybe
+        src = src.translate(_URL_STRIP)
     if not src:
         return Drop("url_empty")
     fast = src if _plain_absolute(src) else _simple_join(src, base)
@@ -147,10 +149,14 @@ def _encodable(text: str) -> bool:
 
 def clean_text(text: str | None, min_chars: int, max_chars: int) -> str | Drop:
     """Text with control characters and runs of any Unicode space → one space, or why not."""
-    text = " ".join(_CONTROLS.sub(" ", text or "").split())
+    text = text or ""
+    if not text.isprintable():  # (most texts are: the regex pass is skipped for them)
+        text = _CONTROLS.sub(" ", text)
+    text = " ".join(text.split())
     if not text:
         return Drop("text_empty")
-    if "\ufffd" in text or not _encodable(text):  # undecodable bytes, lone surrogates
+    if not text.isascii() and ("\ufffd" in text or not _encodable(text)):
+        return Drop("text_bad_encoding")  # undecodable bytes, lone surrogates
         return Drop("text_bad_encoding")
     if len(text) < min_chars:
         return Drop("text_too_short")

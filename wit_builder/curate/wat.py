@@ -55,12 +55,13 @@ def image_links(links: Any) -> list[ImageRef]:
     """The ``IMG@/src`` items of a ``Links`` list that have a string ``url``."""
     if not isinstance(links, list):
         return []
-    # `type(...) is` rather than isinstance: parsed JSON holds exact dicts and strs, and
-    # this test runs for every link of every page.
+    try:  # this runs for every link of every page: no per-link type test when all are
+        found = [link for link in links if link.get("path") == IMG_PATH]  # objects
+    except AttributeError:  # an item that is not a JSON object
+        found = [link for link in links
+                 if isinstance(link, dict) and link.get("path") == IMG_PATH]
     return [ImageRef(link["url"], _text(link.get("alt")), _text(link.get("title")))
-            for link in links
-            if type(link) is dict and link.get("path") == IMG_PATH
-            and type(link.get("url")) is str]
+            for link in found if isinstance(link.get("url"), str)]
 
 
 def parse_wat(payload: bytes) -> tuple[str | None, str | None, list[ImageRef]]:
