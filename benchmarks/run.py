@@ -86,10 +86,28 @@ def rounds(n: int, fn: Callable[[], object]) -> dict[str, float]:
             "cpu_median": sorted(cpus)[n // 2]}
 
 
+def interleaved(n: int, fns: dict[str, Callable[[], object]]) -> dict[str, dict[str, float]]:
+    """`rounds` of several functions, run in turn within each round, so that a slow spell
+    of the shared box hits all of them alike instead of whichever ran then."""
+    times: dict[str, dict[str, list[float]]] = {k: {"wall": [], "cpu": []} for k in fns}
+    for _ in range(n):
+        for name, fn in fns.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            fn()
+            times[name]["wall"].append(time.perf_counter() - wall)
+            times[name]["cpu"].append(time.process_time() - cpu)
+    return {name: {"median": sorted(t["wall"])[n // 2], "best": min(t["wall"]),
+                   "cpu_median": sorted(t["cpu"])[n // 2]} for name, t in times.items()}
+
+
 def peak_rss_mib(code: str) -> float:
     """Peak resident memory (MiB) of a fresh Python running `code` in this checkout: what
     one Spark task's Python worker holds for the same work."""
-    script = f"import resource\n{code}\nprint(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    # VmHWM (this process image's high-water mark), not getrusage's ru_maxrss: Linux
+    # carries ru_maxrss over exec, so a child of a big benchmark process would report the
+    # parent's peak.
+    script = (f"{code}\nimport re\nstatus = open('/proc/self/status').read()\n"
+              "print(re.search(r'VmHWM:\\s+(\\d+)', status).group(1))")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     return round(int(out.stdout.split()[-1]) / 1024, 1)
@@ -260,12 +278,7 @@ def bench_match(repeats: int) -> dict[str, float]:
     entries = five_hundred_k_entries()
     padded = [f" {t} " for t in texts]
     normalized = [normalize_text(t) for t in texts]  # the rule's text, prepared untimed
-    loop = bare_pyahocorasick(entries)
-    bare = rounds(5, functools.partial(loop, padded))
-    rule = rounds(5, functools.partial(loop, normalized))
-    loop = raw_rs_scan(entries)  # (frees the first automaton)
-    rs = rounds(5, functools.partial(loop, normalized))
-    del loop
+    loop, rs_loop = bare_pyahocorasick(entries), raw_rs_scan(entries)
     cores = os.cpu_count() or 1
     spark = get_spark(f"local[{cores}]", "wit-bench-match",
                       {"spark.sql.shuffle.partitions": str(cores)})
@@ -274,7 +287,11 @@ def bench_match(repeats: int) -> dict[str, float]:
     df.count()
     run = lambda: match_df(df, entries).write.format("noop").mode("overwrite").save()  # noqa: E731
     run()  # warm-up: each Python worker builds its automaton once
-    inside = rounds(5, run)
+    timed = interleaved(5, {"bare": functools.partial(loop, padded),
+                            "rule": functools.partial(loop, normalized),
+                            "rs": functools.partial(rs_loop, normalized), "spark": run})
+    bare, rule, rs, inside = (timed[k] for k in ("bare", "rule", "rs", "spark"))
+    del loop, rs_loop
     spark.stop()
     n = len(texts)
     Path(tempfile.gettempdir(), "wit-bench-entries.txt").write_text("\n".join(entries))
@@ -382,13 +399,15 @@ def bench_extract(target_mb: float) -> dict[str, float]:
         bare = bare_warc_pairs(warc)
         ours_all = our_pairs(wat, all_langs)
         ours_en = our_pairs(wat, with_lid)
-        t_cc = rounds(3, lambda: cc2dataset_pairs(wat))["median"]
-        t_bare = rounds(3, lambda: bare_warc_pairs(warc))["median"]
-        t_wat = rounds(3, lambda: our_pairs(wat, with_lid))["median"]
-        t_warc = rounds(3, lambda: our_pairs(warc, with_lid))["median"]
-        t_wat_no_lid = rounds(3, lambda: our_pairs(wat, no_lid))["median"]
-        t_warc_no_lid = rounds(3, lambda: our_pairs(warc, no_lid))["median"]
-        t_lid = rounds(3, lambda: lid_only([t for _, t in ours_all]))["median"]
+        texts = [t for _, t in ours_all]
+        times = {name: t["median"] for name, t in interleaved(5, {
+            "cc": lambda: cc2dataset_pairs(wat), "wat": lambda: our_pairs(wat, with_lid),
+            "wat_no_lid": lambda: our_pairs(wat, no_lid), "lid": lambda: lid_only(texts),
+            "bare": lambda: bare_warc_pairs(warc), "warc": lambda: our_pairs(warc, with_lid),
+            "warc_no_lid": lambda: our_pairs(warc, no_lid)}).items()}
+        t_cc, t_bare, t_lid = times["cc"], times["bare"], times["lid"]
+        t_wat, t_wat_no_lid = times["wat"], times["wat_no_lid"]
+        t_warc, t_warc_no_lid = times["warc"], times["warc_no_lid"]
         rss = peak_rss_mib("from wit_builder.curate.extract import ExtractParams, "
                            "extract_file\nparams = ExtractParams(attrs=('alt',))\n"
                            f"for _ in extract_file({str(warc)!r}, params): pass")

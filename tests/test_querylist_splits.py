@@ -105,3 +105,15 @@ def test_empty_file_has_one_split(tmp_path):
     empty.write_bytes(b"")
     assert plan_splits([(str(empty), 0)], 1024)[0].end == 0
     assert all_records(empty, 1024) == ([], {})
+
+
+def test_openable_files_leave_unknown_schemes_to_spark(wiki_dump, tmp_path):
+    """Local paths and fsspec URIs are split in Python (URIs keep their scheme, globs are
+    expanded); a scheme fsspec does not know is left to Spark's reader."""
+    from wit_builder.inputs import openable_files
+
+    size = wiki_dump.stat().st_size
+    files, others = openable_files([str(wiki_dump), f"file://{wiki_dump.parent}/*.bz2",
+                                    "nosuchscheme://bucket/dump.xml.bz2"])
+    assert files == [(str(wiki_dump), size), (f"file://{wiki_dump}", size)]
+    assert others == ["nosuchscheme://bucket/dump.xml.bz2"]
