@@ -78,6 +78,8 @@ def count_dump(spark: SparkSession, paths: list[str], cfg: QueryListConfig) -> D
     if spark_only:
         parts.append(read_records(spark, spark_only, cfg.split_mb).mapInArrow(
             lambda batches: scan.scan_batches(batches, max_keys), schema))
+    if not parts:
+        raise InputError(f"wiki dump: no file to read in {', '.join(paths)}")
     partial = functools.reduce(lambda a, b: a.unionByName(b), parts)
     summed = partial.groupBy("kind", "a", "b").agg(F.sum("n").alias("n"))
     return summed.persist(StorageLevel.MEMORY_AND_DISK)
