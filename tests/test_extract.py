@@ -8,10 +8,12 @@ import re
 from collections import Counter
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from fastwarc import ArchiveIterator, WarcRecordType
 
 from tests import warcs
+from tests.builders import FIXTURES
 from wit_builder.curate import html, records
 from wit_builder.curate.extract import ExtractParams, counter_kind, extract_file
 from wit_builder.curate.hygiene import Drop, clean_text, page_base, pair_uid, resolve_url
@@ -128,6 +130,17 @@ def test_language_id_model():
     assert lid("A brown dog running on the beach at sunset")[0] == "en"
     assert lid("海辺を走る茶色の犬")[0] == "ja"
     assert lid("Ein brauner Hund läuft am Strand")[0] == "de"
+
+
+def test_language_id_equals_fasttexts_own_predict():
+    """The direct call into the binding gives fastText's public `predict` result (label
+    and probability) on 1000 real alt-texts."""
+    texts = pq.read_table(FIXTURES / "alt_text" / "laion-alt-text-1000.parquet")
+    texts = [" ".join(t.split()) for t in texts.column("TEXT").to_pylist() if t]
+    lid = LanguageId(None)
+    for text in texts:
+        labels, probs = lid.model.predict(text, k=1)
+        assert lid(text) == (labels[0].removeprefix("__label__"), float(probs[0])), text
 
 
 def test_clipped_page_keeps_images_before_the_cut():
