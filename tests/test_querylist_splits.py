@@ -117,3 +117,20 @@ def test_openable_files_leave_unknown_schemes_to_spark(wiki_dump, tmp_path):
                                     "nosuchscheme://bucket/dump.xml.bz2"])
     assert files == [(str(wiki_dump), size), (f"file://{wiki_dump}", size)]
     assert others == ["nosuchscheme://bucket/dump.xml.bz2"]
+
+
+def test_single_stream_files_are_recognized(wiki_dump, dump_text, tmp_path):
+    """A single-stream bzip2 file longer than one split is flagged (the job gives it to
+    Spark's block-splitting reader); multistream, short, plain and gzip files are not."""
+    from wit_builder.querylist.splits import single_stream
+
+    size = wiki_dump.stat().st_size
+    assert single_stream(str(wiki_dump), size, 1 << 20)
+    assert not single_stream(str(wiki_dump), size, 4 << 20)  # one split: nothing to gain
+    chunks = re.split(r"(?<=</page>\n)", dump_text)
+    multi = write(tmp_path / "m.bz2", [bz2.compress("".join(chunks[i:i + 20]).encode())
+                                       for i in range(0, len(chunks), 20)])
+    assert not single_stream(str(multi), multi.stat().st_size, 100_000)
+    gz = tmp_path / "d.xml.gz"
+    gz.write_bytes(gzip.compress(dump_text.encode()))
+    assert not single_stream(str(gz), gz.stat().st_size, 100_000)

@@ -63,13 +63,18 @@ def count_dump(spark: SparkSession, paths: list[str], cfg: QueryListConfig) -> D
     """Summed ``(kind, a, b, n)`` counts over the dump (see `scan`), persisted.
 
     Files Python can open are split and decompressed in the workers (`splits`); URIs only
-    Spark's Hadoop filesystems know go through Spark's text reader.
+    Spark's Hadoop filesystems know, and local single-stream bzip2 files longer than one
+    split (one Python task would read them alone), go through Spark's text reader.
     """
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
     max_keys = cfg.flush_keys
     files, spark_only = openable_files(paths)
+    step = cfg.split_mb * 1024 * 1024
+    whole = [f for f in files if not is_uri(f[0]) and splits.single_stream(*f, step)]
+    files = [f for f in files if f not in whole]
+    spark_only += [path for path, _ in whole]
     schema = spark_schema(scan.SCHEMA)
     parts = []
     if files:

@@ -13,7 +13,8 @@ are not byte-aligned, which is why only stream starts can be found this way). A 
 reads the streams that start in its range, in order (each stream's end, hence the next
 one's start, is known exactly once decompressed). A single-stream bzip2 file, a gzip file
 or plain XML is read whole by the task that holds its byte 0; the other ranges of such a
-file find no stream start and yield nothing.
+file find no stream start and yield nothing. (The job sends a single-stream bzip2 file
+longer than one range to Spark's own reader instead, see `single_stream`.)
 
 Records are the text between ``</page>`` tags, as Spark's ``lineSep`` reader produced
 them. A page never spans two streams in Wikipedia's dumps, but a hand-made multistream
@@ -78,6 +79,23 @@ def first_stream(fh: BinaryIO, start: int, end: int) -> int | None:
     found = STREAM_START.search(buf)
     offset = pos - len(tail) + found.start() if found else None
     return offset if offset is not None and offset < end else None
+
+
+# How far past a split boundary to look for a stream start when planning: Wikipedia's
+# streams of 100 pages are well under 1 MiB compressed.
+PROBE_BYTES = 4 << 20
+
+
+def single_stream(path: str, size: int, step: int) -> bool:
+    """True for a bzip2 file longer than one split with no stream start in the probe
+    after the first split boundary: one task would decompress all of it, so it is better
+    read by Spark's Hadoop codec, which splits bzip2 at its (not byte-aligned) blocks."""
+    if size <= step:
+        return False
+    with open_input(path) as fh:
+        if not fh.read(3).startswith(b"BZh"):
+            return False
+        return first_stream(fh, step, min(size, step + PROBE_BYTES)) is None
 
 
 def bz2_streams(fh: BinaryIO, first: int) -> Iterator[tuple[int, bytes]]:
