@@ -74,22 +74,11 @@ WIKI = (FIXTURES / "wikipedia"
         / "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
 
 
-def rounds(n: int, fn: Callable[[], object]) -> dict[str, float]:
-    """Median and best wall time, and median CPU time of this process, over `n` calls:
-    on a shared box the median is the figure to compare, the best the least disturbed."""
-    walls, cpus = [], []
-    for _ in range(n):
-        wall, cpu = time.perf_counter(), time.process_time()
-        fn()
-        walls.append(time.perf_counter() - wall)
-        cpus.append(time.process_time() - cpu)
-    return {"median": sorted(walls)[n // 2], "best": min(walls),
-            "cpu_median": sorted(cpus)[n // 2]}
-
-
 def interleaved(n: int, fns: dict[str, Callable[[], object]]) -> dict[str, dict[str, float]]:
-    """`rounds` of several functions, run in turn within each round, so that a slow spell
-    of the shared box hits all of them alike instead of whichever ran then."""
+    """Median and best wall time, and median CPU time of this process, of each function
+    over `n` rounds; within a round the functions run in turn, so that a slow spell of the
+    shared box hits all of them alike. On a shared box the median is the figure to
+    compare, the best the least disturbed."""
     times: dict[str, dict[str, list[float]]] = {k: {"wall": [], "cpu": []} for k in fns}
     for _ in range(n):
         for name, fn in fns.items():
@@ -183,7 +172,7 @@ def bench_querylist(copies: int) -> dict[str, float]:
         mb = path.stat().st_size / 1e6
         t_bzcat = best_of(3, lambda: subprocess.run(
             f"bzcat {path} > /dev/null", shell=True, check=True))
-        scan_times = rounds(1, lambda: scan_one_core(path))
+        scan_times = interleaved(1, {"scan": lambda: scan_one_core(path)})["scan"]
         t_wikiextractor = wikiextractor_cpu(path)
         t_job = best_of(1, lambda: spark_job(path, cores))
         # The same job on one copy: JVM start-up, planning and JIT are a fixed cost that

@@ -48,19 +48,25 @@ def expand_inputs(spec: str | list[str], what: str) -> list[str]:
     return sorted(set(files))
 
 
-def _uri_fingerprint(uri: str) -> list[tuple[str, Any, Any]]:
+def _fsspec_listing(uri: str) -> tuple[Any, list[str]]:
+    """(fsspec filesystem, sorted names the URI's glob matches); ImportError or ValueError
+    when fsspec has no driver for the scheme."""
     import fsspec
 
+    fs, path = fsspec.core.url_to_fs(uri)
+    return fs, sorted(fs.glob(path))
+
+
+def _uri_fingerprint(uri: str) -> list[tuple[str, Any, Any]]:
     try:
-        fs, path = fsspec.core.url_to_fs(uri)
-        listed = fs.glob(path)
+        fs, listed = _fsspec_listing(uri)
     except (ImportError, ValueError) as e:
         log.warning("cannot list %s (%s): identified by its URI only", uri, e)
         return [(uri, None, None)]
     if not listed:
         raise InputError(f"no file matches {uri!r}")
     out = []
-    for name in sorted(listed):
+    for name in listed:
         info = fs.info(name)
         version = info.get("mtime") or info.get("LastModified") or info.get("ETag")
         out.append((name, info.get("size"), str(version)))
@@ -89,10 +95,7 @@ def openable_files(paths: list[str]) -> tuple[list[tuple[str, int]], list[str]]:
             files.append((p, Path(p).stat().st_size))
             continue
         try:
-            import fsspec
-
-            fs, path = fsspec.core.url_to_fs(p)
-            listed = sorted(fs.glob(path))
+            fs, listed = _fsspec_listing(p)
             files.extend((fs.unstrip_protocol(n), int(fs.info(n)["size"])) for n in listed)
         except (ImportError, ValueError, KeyError, TypeError):
             others.append(p)

@@ -157,7 +157,6 @@ def clean_text(text: str | None, min_chars: int, max_chars: int) -> str | Drop:
         return Drop("text_empty")
     if not text.isascii() and ("\ufffd" in text or not _encodable(text)):
         return Drop("text_bad_encoding")  # undecodable bytes, lone surrogates
-        return Drop("text_bad_encoding")
     if len(text) < min_chars:
         return Drop("text_too_short")
     if len(text) > max_chars:

@@ -160,7 +160,7 @@ def list_key(entries: list[str]) -> str:
 def worker_automaton(key: str, entries: Callable[[], list[str]]) -> Matcher:
     """This process's automaton for `key`, built from `entries()` on first use only."""
     if key not in _AUTOMATON:
-        _AUTOMATON.clear()  # a new list replaces the old one (~200 MiB each)
+        _AUTOMATON.clear()  # a new list replaces the old one (~100 MiB each)
         started = time.perf_counter()
         _AUTOMATON[key] = (build_automaton(entries()), time.time_ns())
         log.info("built automaton in %.1f s", time.perf_counter() - started)

@@ -51,9 +51,9 @@ def read_records(spark: SparkSession, paths: list[str], split_mb: int) -> DataFr
     return df.select("value", F.col("_metadata.file_path").alias("file"))
 
 
-def split_frame(spark: SparkSession, files: list[tuple[str, int]], split_mb: int) -> DataFrame:
-    """One row (path, start, end) per byte-range split, one split per Spark task."""
-    planned = splits.plan_splits(files, split_mb * 1024 * 1024)
+def split_frame(spark: SparkSession, files: list[tuple[str, int]], step: int) -> DataFrame:
+    """One row (path, start, end) per `step`-byte split, one split per Spark task."""
+    planned = splits.plan_splits(files, step)
     rows = [(s.path, s.start, s.end) for s in planned]
     rdd = spark.sparkContext.parallelize(rows, max(1, len(rows)))
     return spark.createDataFrame(rdd, spark_schema(scan.SPLITS_SCHEMA))
@@ -78,7 +78,7 @@ def count_dump(spark: SparkSession, paths: list[str], cfg: QueryListConfig) -> D
     schema = spark_schema(scan.SCHEMA)
     parts = []
     if files:
-        parts.append(split_frame(spark, files, cfg.split_mb).mapInArrow(
+        parts.append(split_frame(spark, files, step).mapInArrow(
             lambda batches: scan.scan_splits(batches, max_keys), schema))
     if spark_only:
         parts.append(read_records(spark, spark_only, cfg.split_mb).mapInArrow(

@@ -111,15 +111,20 @@ def _batch(kind: str, a: list[str], b: list[str] | None, n: list[int]) -> pa.Rec
          b_col.cast(pa.string()), pa.array(n, pa.int64())], schema=SCHEMA)
 
 
+def _scan(records: Iterator[tuple[str, str]], counts: PartialCounts) -> Iterator[pa.RecordBatch]:
+    """Count (record, source file) pairs into `counts`, yielding a batch whenever full."""
+    for record, file in records:
+        counts.add_record(record, file)
+        if counts.full():
+            yield counts.drain()
+
+
 def scan_batches(batches: Iterator[pa.RecordBatch], max_keys: int) -> Iterator[pa.RecordBatch]:
     """`mapInArrow` body: records in, partial counts out (see module docstring)."""
     counts = PartialCounts(max_keys)
     for batch in batches:
-        for record, file in zip(batch.column("value").to_pylist(),
-                                batch.column("file").to_pylist(), strict=True):
-            counts.add_record(record, file)
-            if counts.full():
-                yield counts.drain()
+        yield from _scan(zip(batch.column("value").to_pylist(),
+                             batch.column("file").to_pylist(), strict=True), counts)
     yield counts.drain()
 
 
@@ -132,10 +137,8 @@ def scan_splits(batches: Iterator[pa.RecordBatch], max_keys: int) -> Iterator[pa
     for batch in batches:
         for row in batch.to_pylist():
             split, problems = Split(row["path"], row["start"], row["end"]), {}
-            for record in split_records(split, problems):
-                counts.add_record(record, split.path)
-                if counts.full():
-                    yield counts.drain()
+            records = split_records(split, problems)
+            yield from _scan(((record, split.path) for record in records), counts)
             for name, n in problems.items():
                 counts.files[(split.path, name)] += n
     yield counts.drain()

@@ -62,23 +62,16 @@ def plan_splits(files: list[tuple[str, int]], step: int) -> list[Split]:
 def first_stream(fh: BinaryIO, start: int, end: int) -> int | None:
     """Offset of the first bzip2 stream start in [start, end), or None."""
     fh.seek(start)
+    limit = end + STREAM_START_LEN - 1  # a start just before `end` ends past it
     pos, tail = start, b""
-    while pos < end:
-        chunk = fh.read(min(CHUNK, end - pos))
-        if not chunk:
-            return None
+    while pos < limit and (chunk := fh.read(min(CHUNK, limit - pos))):
         buf = tail + chunk
         found = STREAM_START.search(buf)
         if found:
             offset = pos - len(tail) + found.start()
             return offset if offset < end else None
-        tail = buf[-(STREAM_START_LEN - 1):]
-        pos += len(chunk)
-    # a stream that starts just before `end` may need bytes past it to be recognized
-    buf = tail + fh.read(STREAM_START_LEN - 1)
-    found = STREAM_START.search(buf)
-    offset = pos - len(tail) + found.start() if found else None
-    return offset if offset is not None and offset < end else None
+        tail, pos = buf[-(STREAM_START_LEN - 1):], pos + len(chunk)
+    return None
 
 
 # How far past a split boundary to look for a stream start when planning: Wikipedia's
