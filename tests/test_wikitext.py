@@ -1,9 +1,16 @@
+import random
 import re
 
 import pytest
 
 from tests.builders import page_xml, read_bz2_text
-from wit_builder.querylist.wikitext import Page, parse_page, plain_text, remove_blocks
+from wit_builder.querylist.wikitext import (
+    Page,
+    parse_page,
+    plain_text,
+    plain_text_from_tree,
+    remove_blocks,
+)
 
 
 def test_parse_page_fields_and_redirect():
@@ -50,7 +57,7 @@ def test_unclosed_template_does_not_hang():
 def test_real_articles_have_no_markup_left(wiki_dump):
     records = read_bz2_text(wiki_dump).split("</page>")
     pages = [p for p in map(parse_page, records) if isinstance(p, Page)]
-    articles = [p for p in pages if p.ns == 0 and not p.redirect]
+    articles = fixture_articles(wiki_dump)
     assert len(pages) == 206 and len(articles) == 106
     leftovers = re.compile(r"\{\{|\}\}|\[\[|\]\]|<ref|\{\||thumb\|")
     dirty = [p.title for p in articles if leftovers.search(plain_text(p.text))]
@@ -58,3 +65,48 @@ def test_real_articles_have_no_markup_left(wiki_dump):
     assert len(dirty) <= 3, dirty
     anarchism = next(p for p in articles if p.title == "Anarchism")
     assert "Anarchism is a political philosophy" in plain_text(anarchism.text)
+
+
+def fixture_articles(wiki_dump) -> list[Page]:
+    records = read_bz2_text(wiki_dump).split("</page>")
+    pages = [p for p in map(parse_page, records) if isinstance(p, Page)]
+    return [p for p in pages if p.ns == 0 and not p.redirect]
+
+
+def test_token_renderer_equals_tree_renderer_on_every_fixture_article(wiki_dump):
+    articles = fixture_articles(wiki_dump)
+    differ = [p.title for p in articles if plain_text(p.text) != plain_text_from_tree(p.text)]
+    assert len(articles) == 106 and differ == []
+
+
+# Constructs the token renderer handles itself, and those it hands to the library's builder
+# (entities, links whose title holds markup, links with two separators, tags named by
+# templates or with odd closing).
+EDGE_CASES = [
+    "[[AT&amp;T]] and [[AT&amp;T|the firm]]", "[[a|b|c]]", "[[Foo|''x'' [[bar]] y]]",
+    "[[<span>x</span>]]", "[[:Category:Dogs]] [[:de:Hund|Hund]] [[Wikipedia:About]]",
+    "<span>inline</span>text<div>block</div>", "a<br/>b<br>c</br>d", "<b>unclosed tail",
+    "stray </b> close", "* one\n# two\n; term : def\n----\nend", "<{{x}}>y</{{x}}>",
+    "[http://x.org label with [[link]] &amp; more] [http://y.org] http://z.org bare",
+    "== [[Head|Heading]] &ndash; x ==\nbody", "{{{arg|default}}} after",
+    "<nowiki>[[x]] {{y}}</nowiki> z", "<gallery>File:A.jpg|cap</gallery>after",
+    "<p>para <small>small [[l]]</small></p>", "&#65;&#x42;&bogus; &nbsp;x",
+    "<table><tr><td>cell</td></tr></table>out", "<li>one<li>two", "[[File:X.png|[[y]]]]z",
+    "<ref>r</ref> <references/> <poem>verse</poem>", "<div\nclass=x>multi\nline</div>",
+]
+
+
+@pytest.mark.parametrize("wikitext", EDGE_CASES)
+def test_token_renderer_equals_tree_renderer_on_edge_cases(wikitext):
+    assert plain_text(wikitext) == plain_text_from_tree(wikitext)
+
+
+def test_token_renderer_equals_tree_renderer_on_generated_wikitext():
+    # Seeded random mixtures of the edge cases' pieces: unbalanced and interleaved markup
+    # the tokenizer has to recover from.
+    pieces = [p for case in EDGE_CASES for p in re.split(r"(\[\[|\]\]|\||<|>|\n| )", case)
+              if p]
+    rng = random.Random(15)
+    texts = ["".join(rng.choices(pieces, k=rng.randint(1, 40))) for _ in range(3000)]
+    differ = [t for t in texts if plain_text(t) != plain_text_from_tree(t)]
+    assert differ == []
