@@ -247,26 +247,28 @@ class _Stream:
 
     def render(self, start: int, stop: int) -> str:
         """Plain text of the nodes in [start, stop) (same rules as `render`)."""
-        out = []
-        for i in self.top_level(start, stop):
-            token = self.tokens[i]
+        tokens, closing, out = self.tokens, self.closing, []
+        i = start
+        while i < stop:  # (top_level, inlined: this loop runs for every token)
+            token = tokens[i]
             if type(token) is tk.Text:
                 out.append(token["text"])
             else:
-                out.append(self.node(i, self.closing[i]))
+                out.append(self.node(i, closing[i]))
+            i = closing.get(i, i) + 1
         return "".join(out)
 
     def node(self, start: int, end: int) -> str:
         """Plain text of the node whose tokens are [start, end]."""
-        kind = type(self.tokens[start])
-        if kind in (tk.TemplateOpen, tk.ArgumentOpen, tk.CommentStart):
-            return ""  # no prose, whatever is inside
-        if kind is tk.HeadingStart:
-            return f"\n{self.render(start + 1, end)}\n"
-        handler = {tk.WikilinkOpen: self.wikilink, tk.ExternalLinkOpen: self.external_link,
-                   tk.TagOpenOpen: self.tag}.get(kind)
-        text = handler(start, end) if handler else None
+        handler = _NODE_HANDLERS.get(type(self.tokens[start]))
+        text = handler(self, start, end) if handler else None
         return self.built(start, end) if text is None else text
+
+    def nothing(self, start: int, end: int) -> str:
+        return ""  # templates, arguments, comments: no prose, whatever is inside
+
+    def heading(self, start: int, end: int) -> str:
+        return f"\n{self.render(start + 1, end)}\n"
 
     def built(self, start: int, end: int) -> str:
         """The library's node for [start, end], rendered by `render`."""
@@ -312,6 +314,16 @@ class _Stream:
         if len(opens) != 1 or len(closes) != 1 or closes[0] < opens[0]:
             return None
         return _tag_text(name, lambda: self.render(opens[0] + 1, closes[0]))
+
+
+# How each node kind is rendered; a kind not here (HTML entities), or a handler's None,
+# means: build the node with the library and use `render`.
+_NODE_HANDLERS: dict[type, Callable[[_Stream, int, int], str | None]] = {
+    tk.TemplateOpen: _Stream.nothing, tk.ArgumentOpen: _Stream.nothing,
+    tk.CommentStart: _Stream.nothing, tk.HeadingStart: _Stream.heading,
+    tk.WikilinkOpen: _Stream.wikilink, tk.ExternalLinkOpen: _Stream.external_link,
+    tk.TagOpenOpen: _Stream.tag,
+}
 
 
 def render_tokens(tokens: list[tk.Token]) -> str:
