@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import random
 import re
 from collections import Counter
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from fastwarc import ArchiveIterator, WarcRecordType
+from selectolax.lexbor import LexborHTMLParser
 
 from tests import warcs
 from tests.builders import FIXTURES
@@ -407,3 +409,67 @@ def test_wat_links_of_any_json_shape():
     assert image_links([good, {"path": "IMG@/src", "url": "c.png"}]) == \
         image_links(links)
     assert image_links({"not": "a list"}) == []
+
+
+def html_bodies(path: Path) -> list[tuple[bytes, str | None]]:
+    """(body, HTTP charset) of every HTML response of a fixture WARC."""
+    return [(r.reader.read(), r.http_charset) for r in ArchiveIterator(
+        str(path), record_types=WarcRecordType.response, parse_http=True, quirks_mode=True)
+        if "html" in (r.http_content_type or "")]
+
+
+def image_refs_two_walks(text: str) -> tuple[str | None, list[html.ImageRef]]:
+    """Reference: the first <base href> and the <img src> list as two separate queries."""
+    tree = LexborHTMLParser(text)
+    base = tree.css_first("base[href]")
+    return (base.attributes.get("href") if base else None), [
+        html.ImageRef(n.attributes.get("src") or "", n.attributes.get("alt"),
+                      n.attributes.get("title")) for n in tree.css("img[src]")]
+
+
+BASE_CASES = [
+    '<img src="a.png"><base href="/late/"><img src="b.png">',
+    '<base><base href="/second/"><base href="/third/"><img src=x alt=y>',
+    '<svg><base href="/svg/"></svg><img src=c title=t>', "<IMG SRC=up ALT=Up><BASE HREF=/u/>",
+    "<img alt=no-src><img src=''>", "no markup at all",
+]
+
+
+def test_image_refs_equal_two_separate_queries():
+    pages = [p for w in (warcs.CC_EXCERPT, warcs.CLIPPED, warcs.CLUEWEB) for p in html_bodies(w)]
+    texts = [html.decode_html(*p) for p in pages] + BASE_CASES
+    assert sum(len(image_refs_two_walks(t)[1]) for t in texts) > 700
+    assert [html.image_refs(t) for t in texts] == [image_refs_two_walks(t) for t in texts]
+
+
+# Bytes that are not UTF-8 on their own: stray continuation bytes, cut sequences, an
+# encoded surrogate, bytes UTF-8 never uses.
+BAD_BYTES = [b"\x80", b"\xbf\xbf", b"\xc3", b"\xe2\x82", b"\xed\xa0\x80", b"\xf0\x9f\x98",
+             b"\xfe", b"\xff", b"\xc0\xaf"]
+
+
+def with_bad_bytes(body: bytes, rng: random.Random) -> bytes:
+    """`body` with bad bytes put at random places and inside every alt, src and title."""
+    body = re.sub(rb"""((?:alt|src|title)=["']?)""",
+                  lambda m: m[1] + rng.choice(BAD_BYTES), body, flags=re.I)
+    cuts = sorted(rng.sample(range(len(body)), min(len(body), 200)))
+    parts = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True)]
+    return b"".join(p + rng.choice(BAD_BYTES) for p in parts[:-1]) + parts[-1]
+
+
+def test_utf8_bytes_parse_like_the_decoded_page():
+    rng = random.Random(13)
+    bodies = [b for p in (warcs.CC_EXCERPT, warcs.CLIPPED) for b, c in html_bodies(p)
+              if html.sniff_charset(b, c) == "utf-8"]
+    damaged = [with_bad_bytes(b, rng) for b in bodies]
+    assert len(bodies) >= 8
+    for body in bodies + damaged + [s.encode() for s in BASE_CASES]:
+        assert html.parse_input(body) is body
+        assert html.image_refs(body) == html.image_refs(html.decode_html(body))
+    assert any("\ufffd" in (ref.alt or "") for b in damaged for ref in html.image_refs(b)[1])
+
+
+def test_pages_in_other_charsets_are_decoded_before_parsing():
+    body, charset = html_bodies(warcs.CLUEWEB)[0]
+    assert html.parse_input(body, charset) == html.decode_html(body, charset)
+    assert html.parse_input(b"\xef\xbb\xbf<p>", "latin-1") == b"\xef\xbb\xbf<p>"  # BOM wins

@@ -71,6 +71,18 @@ def decode_html(body: bytes, header_charset: str | None = None) -> str:
     return body.decode(sniff_charset(body, header_charset), errors="replace")
 
 
+def parse_input(body: bytes, header_charset: str | None = None) -> bytes | str:
+    """What `image_refs` should parse: `body` itself when its charset is UTF-8, else
+    `decode_html(body)`.
+
+    lexbor reads bytes as UTF-8, and selectolax decodes every attribute it returns with
+    U+FFFD for bytes that are not UTF-8: the same text as decoding the page first (a test
+    checks this on pages with invalid bytes put everywhere), without a copy of every page.
+    """
+    codec = sniff_charset(body, header_charset)
+    return body if codec == "utf-8" else body.decode(codec, errors="replace")
+
+
 _IMG_TAG = re.compile(rb"<img", re.IGNORECASE)
 # "<img" in UTF-16 text has NUL bytes in between: such pages are always parsed.
 _UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
@@ -81,12 +93,18 @@ def may_have_images(body: bytes) -> bool:
     return body.startswith(_UTF16_BOMS) or _IMG_TAG.search(body) is not None
 
 
-def image_refs(html: str) -> tuple[str | None, list[ImageRef]]:
-    """The document's `<base href>` (or None) and its `<img>` elements that have a src."""
-    tree = LexborHTMLParser(html)
-    base = tree.css_first("base[href]")
-    images = []
-    for node in tree.css("img[src]"):
+# One walk of the tree finds both; matches come in document order.
+_BASE_OR_IMAGE = "base[href], img[src]"
+
+
+def image_refs(html: str | bytes) -> tuple[str | None, list[ImageRef]]:
+    """The document's first `<base href>` (or None) and its `<img>` elements that have a
+    src. `html` is text, or UTF-8 bytes (see `parse_input`)."""
+    base, images = None, []
+    for node in LexborHTMLParser(html).css(_BASE_OR_IMAGE):
         attrs = node.attributes
-        images.append(ImageRef(attrs.get("src") or "", attrs.get("alt"), attrs.get("title")))
-    return (base.attributes.get("href") if base else None), images
+        if node.tag == "img":
+            images.append(ImageRef(attrs.get("src") or "", attrs.get("alt"), attrs.get("title")))
+        elif base is None:
+            base = attrs.get("href")
+    return base, images

@@ -111,7 +111,7 @@ def page_of(record: WarcRecord, counts: Counter[str]) -> Page | None:
         body = payload(record, counts)
         if not html.may_have_images(body):  # skip the parse of image-less pages
             return Page(record.headers.get("WARC-Target-URI"), None, [])
-        base, images = html.image_refs(html.decode_html(body, record.http_charset))
+        base, images = html.image_refs(html.parse_input(body, record.http_charset))
         return Page(record.headers.get("WARC-Target-URI"), base, images)
     if (record.headers.get("Content-Type") or "").startswith("application/json"):
         try:
