@@ -39,15 +39,20 @@ class ImageRef:
 
 
 def codec_name(label: str | None) -> str | None:
-    """Python codec for a charset label, or None if Python does not know the label."""
+    """Python codec for a charset label, or None if Python has no text codec by that name
+    (a page may name a bytes-to-bytes transform such as base64 or zlib, or a codec that
+    cannot decode at all, such as idna: those labels are ignored, as browsers ignore
+    labels they do not know)."""
     if not label:
         return None
     label = label.strip().strip("\"'").lower()
     label = _BROWSER_ALIASES.get(label, label)
     try:
-        return codecs.lookup(label).name
-    except LookupError:
+        name = codecs.lookup(label).name
+        b"<html>".decode(name, errors="replace")
+    except (LookupError, UnicodeError):
         return None
+    return name
 
 
 def sniff_charset(body: bytes, header_charset: str | None) -> str:
@@ -66,21 +71,36 @@ def sniff_charset(body: bytes, header_charset: str | None) -> str:
     return "utf-8"
 
 
+def _decode(body: bytes, codec: str) -> str:
+    try:
+        return body.decode(codec, errors="replace")
+    except UnicodeError:  # a codec that fails whatever the handler (punycode on non-ASCII)
+        return body.decode("utf-8", errors="replace")
+
+
 def decode_html(body: bytes, header_charset: str | None = None) -> str:
     """Decode `body` with its declared charset, replacing undecodable bytes."""
-    return body.decode(sniff_charset(body, header_charset), errors="replace")
+    return _decode(body, sniff_charset(body, header_charset))
 
 
-def parse_input(body: bytes, header_charset: str | None = None) -> bytes | str:
-    """What `image_refs` should parse: `body` itself when its charset is UTF-8, else
-    `decode_html(body)`.
+def parse_input(body: bytes, header_charset: str | None = None) -> bytes:
+    """The UTF-8 bytes `image_refs` should parse: `body` itself when its charset is UTF-8,
+    else `decode_html(body)` encoded as UTF-8.
 
     lexbor reads bytes as UTF-8, and selectolax decodes every attribute it returns with
     U+FFFD for bytes that are not UTF-8: the same text as decoding the page first (a test
     checks this on pages with invalid bytes put everywhere), without a copy of every page.
+    Other charsets are encoded here rather than by selectolax, whose encoding of text
+    input (with errors="ignore") takes 1.6x longer than the parse itself.
     """
     codec = sniff_charset(body, header_charset)
-    return body if codec == "utf-8" else body.decode(codec, errors="replace")
+    if codec == "utf-8":
+        return body
+    text = _decode(body, codec)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates (unicode-escape makes them): dropped,
+        return text.encode("utf-8", errors="ignore")  # as selectolax drops them from text
 
 
 _IMG_TAG = re.compile(rb"<img", re.IGNORECASE)
