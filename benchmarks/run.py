@@ -77,6 +77,7 @@ from pathlib import Path
 import pyarrow as pa
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # the page builders of `tests.warcs` make the extraction input
 FIXTURES = Path(os.environ.get("WIT_FIXTURES", REPO.parent / "shared" / "fixtures"))
 WIKI = (FIXTURES / "wikipedia"
         / "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
@@ -324,11 +325,9 @@ def page_files(target_mb: float, folder: Path) -> tuple[Path, Path]:
     number, so texts are distinct as in a real crawl and no cache hides the per-text
     cost; the WAT is built from those pages in Common Crawl's layout. One gzip member per
     record; about `target_mb` MB of WARC."""
-    sys.path.insert(0, str(REPO))
     from tests import warcs
 
-    records = (warcs.raw_records(warcs.WARC_DIR / "cc-main-2020-34-excerpt.warc.gz")
-               + warcs.raw_records(warcs.WARC_DIR / "clueweb-euc-jp.warc.gz"))
+    records = warcs.raw_records(warcs.CC_EXCERPT) + warcs.raw_records(warcs.CLUEWEB)
     warc, wat = folder / "pages.warc.gz", folder / "pages.warc.wat.gz"
     tagged = tagged_copies(records, target_mb)
     warc.write_bytes(warcs.per_record_gzip(tagged))
@@ -361,8 +360,7 @@ def utf8_page_file(target_mb: float, folder: Path) -> Path:
                     and sniff_charset(r.reader.read(), r.http_charset) == "utf-8")
         return False
 
-    records = [r for r in warcs.raw_records(warcs.WARC_DIR / "cc-main-2020-34-excerpt.warc.gz")
-               if is_utf8_html(r)]
+    records = [r for r in warcs.raw_records(warcs.CC_EXCERPT) if is_utf8_html(r)]
     path = folder / "utf8.warc.gz"
     path.write_bytes(warcs.per_record_gzip(tagged_copies(records, target_mb)))
     return path

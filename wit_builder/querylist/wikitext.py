@@ -258,9 +258,11 @@ class _Stream:
             token = tokens[i]
             if type(token) is tk.Text:
                 out.append(token["text"])
+                i += 1
             else:
-                out.append(self.node(i, closing[i]))
-            i = closing.get(i, i) + 1
+                end = closing[i]
+                out.append(self.node(i, end))
+                i = end + 1
         return "".join(out)
 
     def node(self, start: int, end: int) -> str:
