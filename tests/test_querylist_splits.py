@@ -134,3 +134,29 @@ def test_single_stream_files_are_recognized(wiki_dump, dump_text, tmp_path):
     gz = tmp_path / "d.xml.gz"
     gz.write_bytes(gzip.compress(dump_text.encode()))
     assert not single_stream(str(gz), gz.stat().st_size, 100_000)
+
+
+def test_scan_task_collects_garbage_less_often_and_restores_the_thresholds(wiki_dump):
+    """A scan task raises the collector's first threshold while it runs, and a reused
+    Python worker gets the previous thresholds back whether the task runs to its end
+    or is closed early (Spark closes a task's iterator when a later stage fails)."""
+    import gc
+
+    import pyarrow as pa
+
+    from wit_builder.querylist.scan import scan_splits
+    from wit_builder.spark import WORKER_GC_THRESHOLD
+
+    splits = plan_splits([(str(wiki_dump), wiki_dump.stat().st_size)], 1 << 16)
+    batch = pa.RecordBatch.from_pylist([vars(s) for s in splits])
+    before = gc.get_threshold()
+    assert before[0] != WORKER_GC_THRESHOLD
+    seen = [gc.get_threshold() for _ in scan_splits(iter([batch]), max_keys=2_000)]
+    assert len(seen) > 2  # several flushes: thresholds seen in the middle of the task
+    assert seen[0] == (WORKER_GC_THRESHOLD, *before[1:])
+    assert gc.get_threshold() == before
+    task = scan_splits(iter([batch]), max_keys=2_000)
+    next(task)
+    assert gc.get_threshold()[0] == WORKER_GC_THRESHOLD
+    task.close()
+    assert gc.get_threshold() == before

@@ -32,6 +32,7 @@ import pyarrow as pa
 from wit_builder.querylist.splits import Split, split_records
 from wit_builder.querylist.wikitext import ARTICLE_NAMESPACE, Page, parse_page, plain_text
 from wit_builder.querylist.words import count_into
+from wit_builder.spark import fewer_gc_passes
 
 SCHEMA = pa.schema([("kind", pa.string()), ("a", pa.string()), ("b", pa.string()),
                     ("n", pa.int64())])
@@ -122,9 +123,10 @@ def _scan(records: Iterator[tuple[str, str]], counts: PartialCounts) -> Iterator
 def scan_batches(batches: Iterator[pa.RecordBatch], max_keys: int) -> Iterator[pa.RecordBatch]:
     """`mapInArrow` body: records in, partial counts out (see module docstring)."""
     counts = PartialCounts(max_keys)
-    for batch in batches:
-        yield from _scan(zip(batch.column("value").to_pylist(),
-                             batch.column("file").to_pylist(), strict=True), counts)
+    with fewer_gc_passes():
+        for batch in batches:
+            yield from _scan(zip(batch.column("value").to_pylist(),
+                                 batch.column("file").to_pylist(), strict=True), counts)
     yield counts.drain()
 
 
@@ -134,11 +136,12 @@ SPLITS_SCHEMA = pa.schema([("path", pa.string()), ("start", pa.int64()), ("end",
 def scan_splits(batches: Iterator[pa.RecordBatch], max_keys: int) -> Iterator[pa.RecordBatch]:
     """`mapInArrow` body: splits (`SPLITS_SCHEMA`) in, partial counts out."""
     counts = PartialCounts(max_keys)
-    for batch in batches:
-        for row in batch.to_pylist():
-            split, problems = Split(row["path"], row["start"], row["end"]), {}
-            records = split_records(split, problems)
-            yield from _scan(((record, split.path) for record in records), counts)
-            for name, n in problems.items():
-                counts.files[(split.path, name)] += n
+    with fewer_gc_passes():
+        for batch in batches:
+            for row in batch.to_pylist():
+                split, problems = Split(row["path"], row["start"], row["end"]), {}
+                records = split_records(split, problems)
+                yield from _scan(((record, split.path) for record in records), counts)
+                for name, n in problems.items():
+                    counts.files[(split.path, name)] += n
     yield counts.drain()
