@@ -96,8 +96,8 @@ def cluster(tmp_path_factory, bare_python) -> Iterator[str]:
             proc.terminate()
             proc.wait(timeout=30)
     log = master_log.read_text()
-    for stage in ("querylist", "extract", "match", "balance", "curate", "download",
-                  "shards", "overlap"):
+    for stage in ("querylist", "extract", "match", "balance", "download", "shards",
+                  "overlap"):
         assert f"Registering app wit-{stage}" in log, stage
 
 
@@ -108,6 +108,23 @@ def submit(cluster: str, python: str, job: str, *args: str, tmp: Path) -> None:
     proc = subprocess.run(cmd, env=spark_env(tmp, python), capture_output=True, text=True,
                           timeout=300, cwd=tmp)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (REPO / "jobs").glob("*.py")))
+def test_every_job_script_runs_its_own_stage(script):
+    """Each `jobs/<stage>.py` is the thin spark-submit wrapper of `wit <stage>`."""
+    import ast
+
+    from typer.main import get_command
+
+    from wit_builder.cli import app
+
+    tree = ast.parse((REPO / "jobs" / script).read_text())
+    calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call)
+             and getattr(node.func, "id", None) == "run_job"]
+    stage = script.removesuffix(".py")
+    assert [ast.literal_eval(call.args[0]) for call in calls] == [stage]
+    assert stage in get_command(app).commands
 
 
 def test_spark_submit_query_list_on_standalone_cluster(cluster, bare_python, tmp_path):
@@ -123,9 +140,10 @@ def test_spark_submit_query_list_on_standalone_cluster(cluster, bare_python, tmp
 
 def test_spark_submit_curation_jobs_on_standalone_cluster(cluster, bare_python, spark,
                                                           tmp_path):
-    """The whole curation via spark-submit, with a user LID model shipped to the workers,
-    gives the same pairs as a local run; so do extract → match → balance submitted one
-    after the other."""
+    """extract → match → balance submitted one after the other, with a user LID model
+    shipped to the workers, give the same pairs as a local `wit curate` run (which equals
+    its three stages: test_curate_equals_the_three_stages; `jobs/curate.py` is the same
+    wrapper as the others: test_every_job_script_runs_its_own_stage)."""
     from tests import warcs
     from wit_builder.curate.configs import CurateConfig
     from wit_builder.curate.curate_job import run
@@ -136,8 +154,7 @@ def test_spark_submit_curation_jobs_on_standalone_cluster(cluster, bare_python, 
     model.write_bytes(Path(default_model_path()).read_bytes())
     entries = str(REPO / "query_lists" / "enwiki-fixture")
     warc = ["--warc", str(warcs.WARC_DIR / "*"), "--lid-model", str(model)]
-    jobs = [("curate", *warc, "--entries", entries, "--t", "2"),
-            ("extract", *warc),
+    jobs = [("extract", *warc),
             ("match", "--pairs", str(tmp_path / "extract"), "--entries", entries),
             ("balance", "--pairs", str(tmp_path / "match"), "--entries", entries, "--t", "2")]
     for job, *args in jobs:
@@ -146,8 +163,7 @@ def test_spark_submit_curation_jobs_on_standalone_cluster(cluster, bare_python, 
                              lid_model=str(model), t=2, out=tmp_path / "local"), spark)
     expected = pq.read_table(local.out_dir / PAIRS_FILE).sort_by("uid")
     assert expected.num_rows > 0
-    for job in ("curate", "balance"):
-        assert pq.read_table(tmp_path / job / PAIRS_FILE).sort_by("uid").equals(expected)
+    assert pq.read_table(tmp_path / "balance" / PAIRS_FILE).sort_by("uid").equals(expected)
 
 
 def test_spark_submit_download_and_shards_on_standalone_cluster(cluster, bare_python, spark,
