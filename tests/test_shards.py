@@ -158,3 +158,28 @@ def test_blank_images_beyond_the_bucket_cap_are_still_grouped(spark):
     groups = dedup.components([(r.uid_a, r.uid_b) for r in pairs.collect()])
     assert dict(zip(groups.removed, groups.kept, strict=True)) == {
         **{f"b{i}": "b0" for i in range(1, 10)}, "x2": "x1"}
+
+
+def test_samples_are_numbered_in_uid_order_without_a_single_partition(spark):
+    """`numbered` gives each sample its position in uid order across many partitions, and
+    the manifest's plan has no exchange into a single partition (a window over the whole
+    table would put every row, texts included, into one task)."""
+    from wit_builder.images.tars import SCAN_SCHEMA
+    from wit_builder.spark import spark_schema
+
+    uids = [f"{n:06x}" for n in np.random.default_rng(5).permutation(2000)]
+    rows = [{name: None for name in SCAN_SCHEMA.names if name != "reason"} | {"uid": u}
+            for u in uids]
+    schema = spark_schema(SCAN_SCHEMA.remove(SCAN_SCHEMA.get_field_index("reason")))
+    samples = spark.createDataFrame(rows, schema).repartition(8)
+    kept = shards_job.numbered(samples)
+    try:
+        got = sorted((r["index"], r["uid"]) for r in kept.collect())
+        assert got == list(enumerate(sorted(uids)))
+        plan = shards_job.manifest(kept, 300)._jdf.queryExecution().executedPlan().toString()
+        assert "SinglePartition" not in plan and "Window" not in plan
+        shard_of = {r["uid"]: r["shard"] for r in shards_job.manifest(kept, 300).collect()}
+        assert shard_of[sorted(uids)[299]] == "00000.tar"
+        assert shard_of[sorted(uids)[300]] == "00001.tar"
+    finally:
+        kept.unpersist()

@@ -27,7 +27,7 @@ from wit_builder.images.configs import ShardsConfig
 from wit_builder.images.phash import hamming
 from wit_builder.inputs import fingerprint
 from wit_builder.outputs import StageResult
-from wit_builder.spark import run_spark_stage, spark_schema
+from wit_builder.spark import run_spark_stage, schema_plus, spark_schema
 from wit_builder.stats import StageStats
 
 if TYPE_CHECKING:
@@ -85,11 +85,27 @@ def duplicate_rows(samples: DataFrame, cfg: ShardsConfig, stats: StageStats) -> 
                      "kind": kind}, schema=DUPLICATE_SCHEMA)
 
 
-def write_shards(kept: DataFrame, out: Path, per_shard: int) -> dict[str, int]:
-    """Write the kept samples in uid order into numbered shards; {shard name: samples}."""
-    def shard_of(pair: tuple[Any, int]) -> tuple[int, tuple[int, dict]]:
-        row, index = pair
-        return index // per_shard, (index, row.asDict())
+def numbered(kept: DataFrame) -> DataFrame:
+    """`kept` with each sample's position in uid order (``index``, from 0), persisted:
+    the shard writer and the manifest both read it.
+
+    zipWithIndex numbers the range-partitioned, sorted rows partition by partition; a
+    window over the whole table (``row_number().over(Window.orderBy("uid"))``) would move
+    every row, texts and URLs included, into one task.
+    """
+    from pyspark import StorageLevel
+
+    rows = kept.orderBy("uid").rdd.zipWithIndex().map(lambda pair: (*pair[0], pair[1]))
+    schema = schema_plus(kept, pa.field("index", pa.int64()))
+    return kept.sparkSession.createDataFrame(rows, schema).persist(
+        StorageLevel.MEMORY_AND_DISK)
+
+
+def write_shards(samples: DataFrame, out: Path, per_shard: int) -> dict[str, int]:
+    """Write `numbered` samples into shards of `per_shard` in index (= uid) order;
+    {shard name: samples}."""
+    def shard_of(row: Any) -> tuple[int, tuple[int, dict]]:
+        return row["index"] // per_shard, (row["index"], row.asDict())
 
     def write(part):
         for shard, rows in part:
@@ -97,21 +113,19 @@ def write_shards(kept: DataFrame, out: Path, per_shard: int) -> dict[str, int]:
             tars.write_shard(out / name, [r for _, r in sorted(rows)])
             yield name, len(rows)
 
-    indexed = kept.orderBy("uid").rdd.zipWithIndex().map(shard_of)
-    n_shards = max(1, -(-indexed.count() // per_shard))
-    grouped = indexed.groupByKey(numPartitions=n_shards).mapValues(list)
+    n_shards = max(1, -(-samples.count() // per_shard))
+    # int keys hash to themselves: partition i holds exactly shard i
+    grouped = samples.rdd.map(shard_of).groupByKey(numPartitions=n_shards).mapValues(list)
     return dict(sorted(grouped.mapPartitions(write).collect()))
 
 
-def manifest(kept: DataFrame, per_shard: int) -> DataFrame:
-    """The manifest rows of the kept samples: shard name and key (= uid)."""
-    from pyspark.sql import Window
+def manifest(samples: DataFrame, per_shard: int) -> DataFrame:
+    """The manifest rows of `numbered` samples: shard name and key (= uid)."""
     from pyspark.sql import functions as F
 
-    order = F.row_number().over(Window.orderBy("uid")) - 1
-    shard = F.format_string("%05d.tar", F.floor(order / per_shard).cast("int"))
+    shard = F.format_string("%05d.tar", F.floor(F.col("index") / per_shard).cast("int"))
     # the final key is the uid (the downloaded shard's key is dropped)
-    return kept.drop("key").select("*", shard.alias("shard"), F.col("uid").alias("key")) \
+    return samples.drop("key").select("*", shard.alias("shard"), F.col("uid").alias("key")) \
         .select(*MANIFEST_COLUMNS)
 
 
@@ -130,12 +144,13 @@ def build(tmp: Path, cfg: ShardsConfig, paths: list[str], spark: SparkSession) -
     for kind in ("exact", "near"):
         stats.drop(f"{kind}_duplicate", dups.filter(pc.equal(dups["kind"], kind)).num_rows)
     removed = spark.createDataFrame([(u,) for u in dups["uid"].to_pylist()], "uid string")
-    kept = samples.join(removed, "uid", "left_anti")
+    kept = numbered(samples.join(removed, "uid", "left_anti"))
     sizes = write_shards(kept, tmp, cfg.samples_per_shard)
     (tmp / SIZES_FILE).write_text(json.dumps(sizes, indent=2) + "\n")
     manifest(kept, cfg.samples_per_shard).write.parquet(str(tmp / MANIFEST_FILE))
     stats.rows_out = sum(sizes.values())
     stats.extra["shards"] = len(sizes)
+    kept.unpersist()
     scanned.unpersist()
     return stats
 
