@@ -113,20 +113,22 @@ def _batch(kind: str, a: list[str], b: list[str] | None, n: list[int]) -> pa.Rec
 
 
 def _scan(records: Iterator[tuple[str, str]], counts: PartialCounts) -> Iterator[pa.RecordBatch]:
-    """Count (record, source file) pairs into `counts`, yielding a batch whenever full."""
-    for record, file in records:
-        counts.add_record(record, file)
-        if counts.full():
-            yield counts.drain()
+    """Count (record, source file) pairs into `counts`, yielding a batch whenever full.
+    Reading `records` (decompression, splitting) and counting run with fewer collector
+    passes (`fewer_gc_passes`)."""
+    with fewer_gc_passes():
+        for record, file in records:
+            counts.add_record(record, file)
+            if counts.full():
+                yield counts.drain()
 
 
 def scan_batches(batches: Iterator[pa.RecordBatch], max_keys: int) -> Iterator[pa.RecordBatch]:
     """`mapInArrow` body: records in, partial counts out (see module docstring)."""
     counts = PartialCounts(max_keys)
-    with fewer_gc_passes():
-        for batch in batches:
-            yield from _scan(zip(batch.column("value").to_pylist(),
-                                 batch.column("file").to_pylist(), strict=True), counts)
+    for batch in batches:
+        yield from _scan(zip(batch.column("value").to_pylist(),
+                             batch.column("file").to_pylist(), strict=True), counts)
     yield counts.drain()
 
 
@@ -136,12 +138,11 @@ SPLITS_SCHEMA = pa.schema([("path", pa.string()), ("start", pa.int64()), ("end",
 def scan_splits(batches: Iterator[pa.RecordBatch], max_keys: int) -> Iterator[pa.RecordBatch]:
     """`mapInArrow` body: splits (`SPLITS_SCHEMA`) in, partial counts out."""
     counts = PartialCounts(max_keys)
-    with fewer_gc_passes():
-        for batch in batches:
-            for row in batch.to_pylist():
-                split, problems = Split(row["path"], row["start"], row["end"]), {}
-                records = split_records(split, problems)
-                yield from _scan(((record, split.path) for record in records), counts)
-                for name, n in problems.items():
-                    counts.files[(split.path, name)] += n
+    for batch in batches:
+        for row in batch.to_pylist():
+            split, problems = Split(row["path"], row["start"], row["end"]), {}
+            records = split_records(split, problems)
+            yield from _scan(((record, split.path) for record in records), counts)
+            for name, n in problems.items():
+                counts.files[(split.path, name)] += n
     yield counts.drain()
