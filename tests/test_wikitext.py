@@ -55,9 +55,8 @@ def test_unclosed_template_does_not_hang():
 
 
 def test_real_articles_have_no_markup_left(wiki_dump):
-    records = read_bz2_text(wiki_dump).split("</page>")
-    pages = [p for p in map(parse_page, records) if isinstance(p, Page)]
-    articles = fixture_articles(wiki_dump)
+    pages = fixture_pages(wiki_dump)
+    articles = [p for p in pages if is_article(p)]
     assert len(pages) == 206 and len(articles) == 106
     leftovers = re.compile(r"\{\{|\}\}|\[\[|\]\]|<ref|\{\||thumb\|")
     dirty = [p.title for p in articles if leftovers.search(plain_text(p.text))]
@@ -67,10 +66,17 @@ def test_real_articles_have_no_markup_left(wiki_dump):
     assert "Anarchism is a political philosophy" in plain_text(anarchism.text)
 
 
-def fixture_articles(wiki_dump) -> list[Page]:
+def fixture_pages(wiki_dump) -> list[Page]:
     records = read_bz2_text(wiki_dump).split("</page>")
-    pages = [p for p in map(parse_page, records) if isinstance(p, Page)]
-    return [p for p in pages if p.ns == 0 and not p.redirect]
+    return [p for p in map(parse_page, records) if isinstance(p, Page)]
+
+
+def is_article(page: Page) -> bool:
+    return page.ns == 0 and not page.redirect
+
+
+def fixture_articles(wiki_dump) -> list[Page]:
+    return [p for p in fixture_pages(wiki_dump) if is_article(p)]
 
 
 def test_token_renderer_equals_tree_renderer_on_every_fixture_article(wiki_dump):
