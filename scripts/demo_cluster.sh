@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # `make demo-cluster`: the demo's whole line with every Spark stage submitted to a
 # standalone master + one 2-core worker on 127.0.0.1, started here and stopped at exit.
-# Usage: scripts/demo_cluster.sh VENV_BIN OUT_DIR FIXTURES
+# Usage: scripts/demo_cluster.sh VENV_BIN OUT_DIR
 set -euo pipefail
-BIN=$1 OUT=$2 FIXTURES=$3
+BIN=$1 OUT=$2
 PORT=${SPARK_DEMO_PORT:-7077}
 MASTER="spark://127.0.0.1:$PORT"
 LOGS=$(mktemp -d)
@@ -25,5 +25,4 @@ sets=()
 for stage in querylist curate download shards overlap; do
     sets+=(--set "$stage.master=$MASTER")
 done
-"$BIN/wit" demo --config configs/demo.yaml --out "$OUT" "${sets[@]}" \
-    --set "querylist.wiki_dump=[\"$FIXTURES/wikipedia/*.bz2\"]"
+"$BIN/wit" demo --config configs/demo.yaml --out "$OUT" "${sets[@]}"

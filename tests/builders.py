@@ -18,10 +18,13 @@ import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
 
+from wit_builder.demo.excerpt import excerpt_path
+
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(os.environ.get("WIT_FIXTURES", REPO.parent / "shared" / "fixtures"))
-WIKI_DUMP = (FIXTURES / "wikipedia"
-             / "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
+# The Wikipedia excerpt comes from the gensim wheel (`make setup` fetches it, checked).
+EXCERPTS = REPO / ".fixtures"
+WIKI_DUMP = excerpt_path(EXCERPTS)
 WORDNET = Path("/usr/share/wordnet")
 
 HEADER = """<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/" version="0.10">

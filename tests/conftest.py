@@ -26,7 +26,7 @@ def pytest_collection_modifyitems(config, items) -> None:
 @pytest.fixture(scope="session")
 def wiki_dump() -> Path:
     if not WIKI_DUMP.is_file():
-        pytest.fail(f"fixture missing: {WIKI_DUMP} (set WIT_FIXTURES)")
+        pytest.fail(f"fixture missing: {WIKI_DUMP} (`make setup` fetches it)")
     return WIKI_DUMP
 
 

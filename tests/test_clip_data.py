@@ -12,9 +12,10 @@ import torch
 from sklearn.datasets import load_digits, load_sample_images
 
 from tests.builders import CAPTIONS, png, write_shard
-from wit_builder.clip.data import CLIP_MEAN, expand_shards, make_pipeline
+from wit_builder.clip.data import CLIP_MEAN, make_pipeline
 from wit_builder.clip.tokenizer import Tokenizer
 from wit_builder.errors import InputError
+from wit_builder.tarshards import expand as expand_shards
 
 
 @pytest.fixture(scope="module")

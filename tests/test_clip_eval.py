@@ -28,6 +28,7 @@ from wit_builder.clip.evalsets import (
     read_templates,
 )
 from wit_builder.clip.evaluate import load_model
+from wit_builder.clip.results import read_results
 from wit_builder.clip.tokenizer import Tokenizer
 from wit_builder.clip.train import train
 from wit_builder.errors import ConfigError, InputError
@@ -37,7 +38,7 @@ CHANCE = 1 / len(DIGIT_NAMES)
 
 def run_eval(cfg: EvalConfig) -> dict:
     """`wit eval` as a stage, in process: the results it wrote."""
-    return eval_job.read_results(eval_job.run(cfg).out_dir)
+    return read_results(eval_job.run(cfg).out_dir)
 
 
 def png(image: Image.Image) -> bytes:

@@ -303,29 +303,64 @@ def test_calibration_of_phash_and_its_plot_in_the_report(pool, phash_run, tmp_pa
         report_dir / "report.html").read_text()
 
 
+def test_a_changed_threshold_decides_again_without_embedding(pool, phash_run, spark,
+                                                             tmp_path):
+    """Moving the threshold of a finished run (--overwrite) takes its scores over: the
+    score files are the same files (hard links), no shard is scored again, and the
+    outputs equal those of a fresh run with the new threshold."""
+    out = tmp_path / "o"
+    shutil.copytree(phash_run.out_dir, out, copy_function=os.link)
+    before = {p.name: p.stat().st_ino for p in (out / "neighbours").glob("*")}
+    cfg = OverlapConfig(shards=pool[0], out=out, threshold=10, overwrite=True)
+    moved = overlap_job.run(cfg, spark)
+    after = {p.name: p.stat().st_ino for p in (out / "neighbours").glob("*")}
+    assert after == before and len(after) == 3
+    assert moved.marker["stats"]["scores_taken_over"] == 3
+    fresh = overlap_job.run(cfg.model_copy(update={"out": tmp_path / "fresh"}), spark)
+    assert fresh.marker["stats"]["scores_taken_over"] == 0
+    for name in ("overlap.parquet", "near.parquet"):
+        assert pq.read_table(out / name).equals(pq.read_table(fresh.out_dir / name))
+    assert moved.marker["stats"]["drops"] == fresh.marker["stats"]["drops"]
+    assert moved.marker["stats"]["drops"]["eval_overlap"] >= 4  # looser: at least as many
+
+
+def torchless_env(root: Path) -> dict[str, str]:
+    """A subprocess environment in which `import torch` (and torchvision) fails, in the
+    driver and in Spark's Python workers alike."""
+    for name in ("torch", "torchvision"):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        (root / name / "__init__.py").write_text(f"raise ImportError('{name} is blocked')\n")
+    env = repo_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(root), env["PYTHONPATH"]])
+    return env
+
+
 def test_a_killed_run_resumes_at_the_unfinished_shards(pool, phash_run, tmp_path):
-    """SIGKILL once a shard is finished; the rerun keeps that shard's filtered copy (same
-    file, not rewritten) and ends with the same outputs as an uninterrupted run."""
+    """SIGKILL once a shard is scored; the rerun keeps that shard's scores (same file, not
+    rewritten) and ends with the same outputs as an uninterrupted run. Both runs are pHash
+    runs in processes where torch cannot be imported: pHash needs no torch."""
     out = tmp_path / "o"
     args = [sys.executable, "-m", "wit_builder.cli", "overlap", "--shards", pool[0], "--out",
             str(out), "--master", "local[1]"]
-    proc = subprocess.Popen(args, env=repo_env(), stdout=subprocess.DEVNULL,
+    env = torchless_env(tmp_path / "no-torch")
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 240
     finished: list[Path] = []
     while not finished and proc.poll() is None and time.monotonic() < deadline:
-        finished = sorted(tmp_path.glob(".o.work-*/rows/*.parquet"))
+        finished = sorted(tmp_path.glob(".o.work-*/neighbours/*.parquet"))
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert finished, "no shard finished before the deadline"
-    shard = finished[0].name.removesuffix(".parquet")
-    kept = finished[0].parent.parent / "filtered" / shard
-    stamp = kept.stat().st_mtime_ns
-    rerun = subprocess.run(args, env=repo_env(), capture_output=True, text=True, timeout=300)
+    stamp = finished[0].stat().st_mtime_ns
+    rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
-    assert (out / "filtered" / shard).stat().st_mtime_ns == stamp
+    assert (out / "neighbours" / finished[0].name).stat().st_mtime_ns == stamp
     assert pq.read_table(out / "overlap.parquet").equals(
         pq.read_table(phash_run.out_dir / "overlap.parquet"))
     assert json.loads((out / "stats.json").read_text())["drops"] == {"eval_overlap": 4}
     assert not list(tmp_path.glob(".o.*"))
+    blocked = subprocess.run([sys.executable, "-c", "import torch"], env=env,
+                             capture_output=True, text=True)
+    assert "torch is blocked" in blocked.stderr

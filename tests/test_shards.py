@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.imageserver import COPIES, LOOPBACK, PHOTOS, ImageServer, write_pairs
-from wit_builder.images import dedup, download_job, shards_job
+from wit_builder.images import dedup, download_job, manifest, shards_job
 from wit_builder.images.configs import DownloadConfig, ShardsConfig
 
 
@@ -172,13 +172,13 @@ def test_samples_are_numbered_in_uid_order_without_a_single_partition(spark):
             for u in uids]
     schema = spark_schema(SCAN_SCHEMA.remove(SCAN_SCHEMA.get_field_index("reason")))
     samples = spark.createDataFrame(rows, schema).repartition(8)
-    kept = shards_job.numbered(samples)
+    kept = manifest.numbered(samples)
     try:
         got = sorted((r["index"], r["uid"]) for r in kept.collect())
         assert got == list(enumerate(sorted(uids)))
-        plan = shards_job.manifest(kept, 300)._jdf.queryExecution().executedPlan().toString()
+        plan = manifest.manifest(kept, 300)._jdf.queryExecution().executedPlan().toString()
         assert "SinglePartition" not in plan and "Window" not in plan
-        shard_of = {r["uid"]: r["shard"] for r in shards_job.manifest(kept, 300).collect()}
+        shard_of = {r["uid"]: r["shard"] for r in manifest.manifest(kept, 300).collect()}
         assert shard_of[sorted(uids)[299]] == "00000.tar"
         assert shard_of[sorted(uids)[300]] == "00001.tar"
     finally:

@@ -17,11 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from wit_builder.errors import ConfigError
-
-# Every stage's name: its command, its config section, its `stage` string in `_SUCCESS`,
-# `jobs/<stage>.py` and `<package>/<stage>_job.py` (see docs/architecture.md).
-STAGES = ("querylist", "extract", "match", "balance", "curate", "download", "shards",
-          "overlap", "train-detector", "calibrate", "report", "train", "eval")
+from wit_builder.stages import NAMES as STAGES
 
 
 class StageConfig(BaseModel):
@@ -81,19 +77,27 @@ def parse_set(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def read_yaml(path: Path) -> dict[str, Any]:
+    """The YAML file at `path` as a mapping (the one reader of config files: stages,
+    `wit pipeline` and `wit demo`); `ConfigError` if it is missing, not YAML or not a
+    mapping."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (FileNotFoundError, IsADirectoryError):
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping, got {type(data).__name__}")
+    return data
+
+
 def read_yaml_section(path: Path, stage: str) -> dict[str, Any]:
     """Read `path` and return its `stage:` section.
 
     A file without any stage section is read as the stage's own section.
     """
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError as e:
-        raise ConfigError(f"config file not found: {path}") from e
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping, got {type(data).__name__}")
+    data = read_yaml(path)
     # A file with any stage section configures a pipeline: a stage without a section of
     # its own takes its defaults, and never reads the other stages' sections.
     sectioned = any(key in STAGES for key in data)
@@ -132,14 +136,16 @@ def load_config(
         raise ConfigError(format_validation_error(e)) from None
 
 
-def config_hash(stage: str, version: int, config: StageConfig, inputs: list[Any]) -> str:
+def config_hash(stage: str, version: int, config: StageConfig, inputs: list[Any],
+                leave_out: frozenset[str] = frozenset()) -> str:
     """Stable hash of what determines a stage's output.
 
     `version` is the stage's output-format version (bump it when the code changes what is
     written); `inputs` are fingerprints of the input files, so a changed input is a
-    different run.
+    different run. `leave_out` names fields a part of the output does not depend on (the
+    overlap scores do not depend on the thresholds).
     """
-    payload = {"stage": stage, "version": version, "config": config.hashed_fields(),
-               "inputs": inputs}
+    fields = {k: v for k, v in config.hashed_fields().items() if k not in leave_out}
+    payload = {"stage": stage, "version": version, "config": fields, "inputs": inputs}
     blob = json.dumps(payload, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]

@@ -7,29 +7,30 @@ read what it wrote (markers, stats, parquet files).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow.parquet as pq
 
+from wit_builder import outputs
+from wit_builder.curate.balance import ENTRY_COUNTS_FILE, read_entry_counts
+from wit_builder.curate.pairs import read_pairs
 from wit_builder.errors import InputError
 from wit_builder.outputs import read_marker
+from wit_builder.overlap import gallery, matches
+from wit_builder.overlap.report import read_report
+from wit_builder.querylist.entries import load_entry_table
 
 
 def finished(out_dir: Path | str, stage: str) -> Path:
     """`out_dir` if it is a finished output of `stage`; `InputError` otherwise."""
-    path = Path(out_dir)
-    marker = read_marker(path)
-    if marker is None or marker.get("stage") != stage:
-        raise InputError(f"{path} is not a finished `wit {stage}` output")
-    return path
+    outputs.finished(out_dir, stage)
+    return Path(out_dir)
 
 
 def stats(out_dir: Path | str) -> dict[str, Any]:
     """The stage's `stats.json` (rows in/out, drops, notices, extra figures)."""
-    return json.loads((Path(out_dir) / "stats.json").read_text())
+    return outputs.read_stats(out_dir)
 
 
 def drops(out_dir: Path | str) -> pd.DataFrame:
@@ -43,8 +44,7 @@ def drops(out_dir: Path | str) -> pd.DataFrame:
 
 def entries(querylist_dir: Path | str) -> pd.DataFrame:
     """The query list (entry_id, entry, source, count, score)."""
-    path = finished(querylist_dir, "querylist")
-    return pq.read_table(path / "entries.parquet").to_pandas()
+    return load_entry_table(finished(querylist_dir, "querylist")).to_pandas()
 
 
 def entries_by_source(querylist_dir: Path | str) -> pd.DataFrame:
@@ -55,11 +55,10 @@ def entries_by_source(querylist_dir: Path | str) -> pd.DataFrame:
 
 def entry_counts(curate_dir: Path | str) -> pd.DataFrame:
     """Per matched entry: pairs matched before balancing and kept after."""
-    path = Path(curate_dir) / "entry_counts.parquet"
-    if not path.is_file():
-        raise InputError(f"{curate_dir} holds no entry_counts.parquet (a balance or "
+    if not (Path(curate_dir) / ENTRY_COUNTS_FILE).is_file():
+        raise InputError(f"{curate_dir} holds no {ENTRY_COUNTS_FILE} (a balance or "
                          "curate output has one)")
-    return pq.read_table(path).to_pandas()
+    return read_entry_counts(Path(curate_dir)).to_pandas()
 
 
 def plot_balancing(curate_dir: Path | str, ax: Any) -> None:
@@ -77,32 +76,28 @@ def plot_balancing(curate_dir: Path | str, ax: Any) -> None:
 
 def sample_pairs(curate_dir: Path | str, n: int = 10, seed: int = 0) -> pd.DataFrame:
     """`n` pairs (text, url, matched entries) sampled with a fixed seed."""
-    pairs = pq.read_table(Path(curate_dir) / "pairs.parquet").to_pandas()
+    pairs = read_pairs(Path(curate_dir)).to_pandas()
     return pairs.sample(min(n, len(pairs)), random_state=seed)[
         [c for c in ("text", "url", "entry_ids", "keep_prob") if c in pairs]]
 
 
 def overlap_sets(overlap_dir: Path | str) -> pd.DataFrame:
     """Per eval set: eval images, unreadable, pool scanned, matches."""
-    path = finished(overlap_dir, "overlap")
-    data = json.loads((path / "eval_sets.json").read_text())
+    data = matches.read_eval_sets(finished(overlap_dir, "overlap"))
     return pd.DataFrame.from_dict(data, orient="index").rename_axis("eval_set").reset_index()
 
 
 def overlap_matches(overlap_dir: Path | str) -> pd.DataFrame:
     """Every match (overlap.parquet), strongest first."""
-    from wit_builder.overlap import report_job
-
     path = finished(overlap_dir, "overlap")
-    table = pq.read_table(path / "overlap.parquet").to_pandas()
-    binary = report_job.recorded_method(report_job.overlap_run(path)).binary
+    table = matches.read_matches(path).to_pandas()
+    binary = matches.recorded_method(matches.overlap_run(path)).binary
     return table.sort_values("score", ascending=binary).reset_index(drop=True)
 
 
 def report_table(report_dir: Path | str) -> pd.DataFrame:
     """CLIP §5's table of a `wit overlap report` output."""
-    path = finished(report_dir, "report")
-    return pd.DataFrame(json.loads((path / "report.json").read_text())["sets"])
+    return pd.DataFrame(read_report(finished(report_dir, "report"))["sets"])
 
 
 def plot_gallery(overlap_dir: Path | str, count: int = 6) -> Any:
@@ -110,13 +105,11 @@ def plot_gallery(overlap_dir: Path | str, count: int = 6) -> Any:
     as a matplotlib figure."""
     import matplotlib.pyplot as plt
 
-    from wit_builder.overlap import report_job
-
     path = finished(overlap_dir, "overlap")
-    run = report_job.overlap_run(path)
-    best = report_job.strongest(report_job.recorded_method(run),
-                                pq.read_table(path / "overlap.parquet").to_pylist(), count)
-    pairs = report_job.pair_images(run, best)
+    run = matches.overlap_run(path)
+    best = gallery.strongest(matches.recorded_method(run),
+                             matches.read_matches(path).to_pylist(), count)
+    pairs = gallery.pair_images(run, best)
     fig, axes = plt.subplots(2, max(1, len(pairs)), figsize=(2 * max(1, len(pairs)), 4),
                              squeeze=False)
     for column, (m, eval_image, pool, _) in enumerate(pairs):

@@ -30,10 +30,11 @@ from typing import Any, Literal
 
 from wit_builder import __version__
 from wit_builder.config import StageConfig, config_hash
-from wit_builder.errors import OutputExistsError
+from wit_builder.errors import InputError, OutputExistsError
 from wit_builder.stats import StageStats
 
 MARKER = "_SUCCESS"
+STATS_FILE = "stats.json"
 log = logging.getLogger(__name__)
 
 
@@ -43,6 +44,46 @@ def read_marker(out_dir: Path) -> dict[str, Any] | None:
     if not marker.is_file():
         return None
     return json.loads(marker.read_text())
+
+
+def finished(out_dir: Path | str, *stages: str) -> dict[str, Any]:
+    """The marker of `out_dir` if it is a finished output of one of `stages`;
+    `InputError` (one message for every reader) otherwise."""
+    path = Path(out_dir)
+    try:
+        marker = read_marker(path)
+    except (OSError, ValueError):
+        marker = None
+    if not isinstance(marker, dict) or marker.get("stage") not in stages:
+        wanted = " or ".join(f"`wit {s}`" for s in stages)
+        raise InputError(f"{path} is not a finished {wanted} output")
+    return marker
+
+
+def read_stats(out_dir: Path | str) -> dict[str, Any]:
+    """The `stats.json` of a stage output (rows in/out, drops, notices, extra figures)."""
+    return json.loads((Path(out_dir) / STATS_FILE).read_text())
+
+
+def piece_done(path: Path) -> bool:
+    """True if a piece of a resumable stage (a shard, a state file) is finished: pieces
+    are written temp-then-rename (`atomic_write`), so the file existing is the mark."""
+    return path.is_file()
+
+
+def write_json(path: Path, data: Any) -> None:
+    """`data` as indented JSON at `path`, atomically."""
+    text = json.dumps(data, indent=2) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def amend(out_dir: Path, stats: StageStats) -> dict[str, Any]:
+    """Replace the stats of a finished output that a stage updated in place (a retry):
+    `stats.json`, then the marker (last, each atomically); the new marker."""
+    marker = {**finished(out_dir, stats.stage), "stats": stats.to_dict()}
+    write_json(out_dir / STATS_FILE, stats.to_dict())
+    write_json(out_dir / MARKER, marker)
+    return marker
 
 
 def check_existing(out_dir: Path, stage: str, chash: str, overwrite: bool
@@ -157,19 +198,24 @@ def run_stage(
     return StageResult("ran", out_dir, marker)
 
 
+def make_marker(stage: str, chash: str, cfg: StageConfig, stats: StageStats
+                ) -> dict[str, Any]:
+    """The `_SUCCESS` content of a finished run (see module docstring)."""
+    return {
+        "stage": stage,
+        "config_hash": chash,
+        "config": cfg.hashed_fields(),
+        "stats": stats.to_dict(),
+        "wit_version": __version__,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
 def write_marker(
     tmp: Path, stage: str, chash: str, cfg: StageConfig, stats: StageStats
 ) -> dict[str, Any]:
     """Write `stats.json` and the `_SUCCESS` marker into `tmp`; return the marker."""
-    stats_dict = stats.to_dict()
-    (tmp / "stats.json").write_text(json.dumps(stats_dict, indent=2) + "\n")
-    marker = {
-        "stage": stage,
-        "config_hash": chash,
-        "config": cfg.hashed_fields(),
-        "stats": stats_dict,
-        "wit_version": __version__,
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+    marker = make_marker(stage, chash, cfg, stats)
+    (tmp / STATS_FILE).write_text(json.dumps(marker["stats"], indent=2) + "\n")
     (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
     return marker

@@ -1,10 +1,11 @@
 """`wit pipeline --config FILE.yaml`: every stage that has a section in the file, in order.
 
-The order is querylist → curate → download → shards → overlap → train → eval → report.
-A stage's inputs default to the previous stages' outputs (`WIRING`) unless its section
-names them, and its ``out`` defaults to ``<out>/<stage>`` (the file's top-level ``out``,
-or ``--out``). Each stage skips when its marker matches its config, so a rerun after a
-stop resumes at the first unfinished stage.
+The order is the roster's (`stages.PIPELINE`: querylist → curate → download → shards →
+overlap → train → eval → report). A stage's inputs default to the previous stages'
+outputs (`wired`, through each producer's contract functions) unless its section names
+them, and its ``out`` defaults to ``<out>/<stage>`` (the file's top-level ``out``, or
+``--out``). Each stage skips when its marker matches its config, so a rerun after a stop
+resumes at the first unfinished stage.
 
 Only the sections present run: a file with ``download`` and ``shards`` sections only
 (naming ``download.pairs``) runs those two.
@@ -12,54 +13,48 @@ Only the sections present run: a file with ``download`` and ``shards`` sections 
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
-from wit_builder.config import format_validation_error
+from wit_builder import stages, tarshards
+from wit_builder.clip.rundir import last_checkpoint
+from wit_builder.config import format_validation_error, read_yaml
 from wit_builder.errors import ConfigError
+from wit_builder.outputs import StageResult
+from wit_builder.overlap.matches import filtered_pattern
 
-# stage → (config class, job module), in pipeline order. Every job module has run(cfg).
-STAGES = {
-    "querylist": ("wit_builder.querylist.configs:QueryListConfig",
-                  "wit_builder.querylist.querylist_job"),
-    "curate": ("wit_builder.curate.configs:CurateConfig", "wit_builder.curate.curate_job"),
-    "download": ("wit_builder.images.configs:DownloadConfig",
-                 "wit_builder.images.download_job"),
-    "shards": ("wit_builder.images.configs:ShardsConfig", "wit_builder.images.shards_job"),
-    "overlap": ("wit_builder.overlap.configs:OverlapConfig",
-                "wit_builder.overlap.overlap_job"),
-    "train": ("wit_builder.clip.configs:TrainConfig", "wit_builder.clip.train_job"),
-    "eval": ("wit_builder.clip.configs:EvalConfig", "wit_builder.clip.eval_job"),
-    "report": ("wit_builder.overlap.configs:ReportConfig", "wit_builder.overlap.report_job"),
-}
-ORDER = tuple(STAGES)
+ORDER = stages.PIPELINE
+OTHER_KEYS = {"out", "demo"}  # top-level keys that are not stage sections
 
 
 @dataclass
 class Done:
-    """What the finished stages left: output dirs by stage, and the last checkpoint."""
+    """What the finished stages left: output dirs and results by stage."""
 
     outs: dict[str, Path] = field(default_factory=dict)
-    checkpoint: Path | None = None
-    results: dict[str, Any] = field(default_factory=dict)
+    results: dict[str, StageResult] = field(default_factory=dict)
+
+    @property
+    def checkpoint(self) -> Path | None:
+        """The last checkpoint of the training run, if one ran."""
+        train = self.results.get("train")
+        return last_checkpoint(train.marker) if train else None
 
 
-def _wired(stage: str, done: Done) -> dict[str, Any]:
+def wired(stage: str, done: Done) -> dict[str, Any]:
     """The inputs `stage` takes from earlier stages' outputs (those that ran)."""
     o = done.outs
+    shards = tarshards.pattern(o["shards"]) if "shards" in o else None
     wiring: dict[str, dict[str, Any]] = {
         "curate": {"entries": o.get("querylist")},
         "download": {"pairs": o.get("curate")},
         "shards": {"images": o.get("download")},
-        "overlap": {"shards": f"{o['shards']}/*.tar" if "shards" in o else None},
-        "train": {"shards": f"{o['overlap']}/filtered/*.tar" if "overlap" in o
-                  else f"{o['shards']}/*.tar" if "shards" in o else None},
+        "overlap": {"shards": shards},
+        "train": {"shards": filtered_pattern(o["overlap"]) if "overlap" in o else shards},
         "eval": {"checkpoint": done.checkpoint},
         "report": {"overlap": o.get("overlap"), "checkpoint": done.checkpoint},
     }
@@ -67,16 +62,12 @@ def _wired(stage: str, done: Done) -> dict[str, Any]:
 
 
 def read_pipeline(path: Path) -> dict[str, Any]:
-    """The YAML file as a mapping; `ConfigError` if it is not one with a known section."""
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
-    if not isinstance(data, dict) or not any(s in data for s in ORDER):
+    """The YAML file as a mapping; `ConfigError` if it has no known stage section or an
+    unknown one."""
+    data = read_yaml(path)
+    if not any(s in data for s in ORDER):
         raise ConfigError(f"{path} has no stage section (one of {', '.join(ORDER)})")
-    unknown = sorted(set(data) - set(ORDER) - {"out", "demo"})
+    unknown = sorted(set(data) - set(ORDER) - OTHER_KEYS)
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {unknown}; stages are {list(ORDER)}")
     return data
@@ -84,9 +75,8 @@ def read_pipeline(path: Path) -> dict[str, Any]:
 
 def stage_config(stage: str, section: dict[str, Any], out: Path, done: Done) -> BaseModel:
     """The validated config of `stage`: wired inputs < the section's own keys."""
-    module, name = STAGES[stage][0].split(":")
-    cls = getattr(importlib.import_module(module), name)
-    data = {"out": out / stage, **_wired(stage, done),
+    cls = stages.get(stage).config_class()
+    data = {"out": out / stage, **wired(stage, done),
             **{k.replace("-", "_"): v for k, v in (section or {}).items()}}
     try:
         return cls.model_validate(data)
@@ -94,19 +84,8 @@ def stage_config(stage: str, section: dict[str, Any], out: Path, done: Done) -> 
         raise ConfigError(f"section {stage}: {format_validation_error(e)}") from None
 
 
-def run_one(stage: str, cfg: Any, done: Done) -> None:
-    """Run one stage and record its output in `done`."""
-    result = importlib.import_module(STAGES[stage][1]).run(cfg)
-    if stage == "train":  # a run directory: its result is the last checkpoint
-        done.checkpoint = result
-        done.outs[stage] = cfg.out
-        return
-    done.outs[stage] = result.out_dir
-    done.results[stage] = result
-
-
 def run(path: Path, out: Path | None = None, overrides: dict[str, dict] | None = None,
-        announce: Callable[[str, Any], None] | None = None) -> Done:
+        announce: Callable[[str, StageResult], None] | None = None) -> Done:
     """Run every stage with a section in the file at `path` (see module docstring);
     `overrides` adds keys per stage, `announce(stage, result)` is told after each."""
     data = read_pipeline(path)
@@ -117,7 +96,8 @@ def run(path: Path, out: Path | None = None, overrides: dict[str, dict] | None =
             continue
         section = {**(data[stage] or {}), **(overrides or {}).get(stage, {})}
         cfg = stage_config(stage, section, root, done)
-        run_one(stage, cfg, done)
+        result = stages.get(stage).job_module().run(cfg)
+        done.outs[stage], done.results[stage] = result.out_dir, result
         if announce:
-            announce(stage, done.results.get(stage, done.checkpoint))
+            announce(stage, result)
     return done

@@ -1,17 +1,26 @@
-"""`wit show DIR`: summarize a finished stage output for a person."""
+"""Everything a person is shown about an output, during a run and afterwards: the line
+after each stage (`announce`, with the eval table and where a report is) and `wit show
+DIR` (stats, drops, notices and a preview of the output's tables)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from rich.console import Console
 from rich.table import Table
 
+from wit_builder.clip.results import read_results
+from wit_builder.clip.rundir import last_checkpoint
 from wit_builder.curate.pairs import PAIRS_FILE
 from wit_builder.errors import InputError
-from wit_builder.outputs import read_marker
+from wit_builder.images.dedup import DUPLICATES_FILE
+from wit_builder.images.failures import FAILURES_FILE
+from wit_builder.images.manifest import MANIFEST_FILE
+from wit_builder.outputs import StageResult, read_marker
+from wit_builder.overlap.report import HTML_FILE
 from wit_builder.querylist.entries import ENTRIES_FILE
 
 
@@ -32,9 +41,9 @@ def entries_table(path: Path, per_source: int) -> Table:
 
 PAIR_PREVIEW = ("text", "url", "lang", "entry_ids", "keep_prob")
 # Stage 4 outputs previewed by `show`: (file, columns).
-IMAGE_TABLES = (("failures.parquet", ("reason", "http_status", "url", "error_message")),
-                ("manifest.parquet", ("shard", "key", "width", "height", "text", "url")),
-                ("duplicates.parquet", ("uid", "kept_uid", "distance", "kind")))
+IMAGE_TABLES = ((FAILURES_FILE, ("reason", "http_status", "url", "error_message")),
+                (MANIFEST_FILE, ("shard", "key", "width", "height", "text", "url")),
+                (DUPLICATES_FILE, ("uid", "kept_uid", "distance", "kind")))
 
 
 def pairs_table(path: Path, rows: int) -> Table:
@@ -88,3 +97,42 @@ def show(out_dir: Path, per_source: int = 5, console: Console | None = None) -> 
     for name, columns in IMAGE_TABLES:
         if (out_dir / name).exists():
             console.print(rows_table(out_dir / name, columns, per_source))
+
+
+def announce(result: StageResult, console: Console) -> None:
+    """What a person sees after a stage ran or skipped: one summary line with where the
+    output is, the notices of a skipped stage, and the stage's own results (the eval
+    table, the report's page, the last checkpoint)."""
+    stage = result.marker.get("stage")
+    if stage == "eval":
+        print_eval(read_results(result.out_dir), console)
+    stats = result.marker.get("stats", {})
+    verb = "done" if result.status == "ran" else "already complete (skipped)"
+    console.print(f"[green]{stage}[/] {verb}: {result.out_dir} "
+                  f"(rows in {stats.get('rows_in', 0):,}, out {stats.get('rows_out', 0):,})")
+    if result.status == "skipped":
+        for line in stats.get("notices", []):
+            console.print(f"[yellow]note:[/] {line}", highlight=False)
+    if stage == "report":
+        console.print(f"report: {result.out_dir / HTML_FILE} (and report.md, report.json)")
+    if stage == "train":
+        console.print(f"checkpoint: {last_checkpoint(result.marker)}")
+
+
+def print_eval(results: dict[str, Any], console: Console) -> None:
+    """One table row per set: zero-shot and linear-probe scores."""
+    table = Table(title=f"{results['model']} — {results['checkpoint']}")
+    for column in ("set", "classes", "test images", "zero-shot top1", "top5",
+                   "mean per-class recall", "linear probe top1", "unreadable"):
+        table.add_column(column)
+    for name, r in results["datasets"].items():
+        zs, probe = r["zero_shot"], r.get("linear_probe", {})
+        top5 = next((v for k, v in zs.items() if k.startswith("top") and k != "top1"), None)
+        cells = [zs["top1"], top5, zs["mean_per_class_recall"], probe.get("top1")]
+        table.add_row(name, str(r["classes"]), str(r["test_images"]),
+                      *("—" if v is None else f"{v:.3f}" for v in cells),
+                      str(r["unreadable_images"]))
+    console.print(table)
+    if "retrieval" in results:
+        recall = {k: round(v, 3) for k, v in results["retrieval"].items() if "R@" in k}
+        console.print(f"retrieval over {results['retrieval']['pairs']} pairs: {recall}")

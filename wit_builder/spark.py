@@ -70,6 +70,28 @@ def fewer_gc_passes(threshold: int = WORKER_GC_THRESHOLD) -> Iterator[None]:
         gc.set_threshold(*previous)
 
 
+def active_spark() -> Any:
+    """This process's SparkContext, if pyspark is loaded and one is up (else None).
+
+    Not `SparkSession.getActiveSession()`: that asks the JVM, whose answer is per JVM
+    thread, and after a Ctrl-C py4j talks to the JVM through a new thread.
+    """
+    if "pyspark" not in sys.modules:
+        return None
+    from pyspark import SparkContext
+
+    return SparkContext._active_spark_context
+
+
+def stop_quietly(context: Any) -> None:
+    """Stop a SparkContext with its logging off (we are exiting: the error line is last)."""
+    try:
+        context.setLogLevel("OFF")
+        context.stop()
+    except Exception:  # a JVM already gone (Ctrl-C reached it too) has nothing to stop
+        pass
+
+
 def get_spark(
     master: str | None = "local[*]",
     app_name: str = "wit-builder",

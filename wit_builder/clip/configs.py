@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from wit_builder.clip.evalsets import EVAL_SET_KINDS
 from wit_builder.config import StageConfig
 
 
@@ -161,9 +162,6 @@ class TrainConfig(StageConfig):
             raise ValueError("group_text and text_groups are two ways to group captions: "
                              "set one")
         return self
-
-
-EVAL_SET_KINDS = ("digits", "cifar10", "cifar100", "imagefolder")
 
 
 class EvalConfig(StageConfig):

@@ -1,8 +1,7 @@
 """Training data: webdataset tar shards → batches of (images, token ids).
 
-A shard holds samples ``{key}.jpg|jpeg|png|webp`` + ``{key}.txt`` (+ optional ``.json``),
-as written by img2dataset and `wit shards`. Shards are listed with brace expansion
-(``shards/{00000..00999}.tar``), ``::``-joined lists and local globs. Without
+A shard holds samples (`tarshards`: an image, ``{key}.txt``, optional ``.json``), as
+written by img2dataset and `wit shards`; shards are listed by `tarshards.expand`. Without
 ``resampled`` every rank and DataLoader worker reads a disjoint subset of the shards
 (split by node, then by worker) in a seeded, epoch-dependent order; with ``resampled``
 each worker draws shards with replacement forever (the usual choice for multi-node runs
@@ -16,22 +15,18 @@ trainer can log them (`Batch.skipped`).
 
 from __future__ import annotations
 
-import glob
 import io
-import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-import braceexpand
 import torch
 import webdataset as wds
 from PIL import Image
 from torchvision import transforms
 
-from wit_builder.errors import InputError
+from wit_builder import tarshards
 
-IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 # CLIP's image normalization (mean/std of its training images, per RGB channel).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -44,31 +39,6 @@ class Batch:
     images: torch.Tensor
     tokens: torch.Tensor
     skipped: dict[str, int] = field(default_factory=dict)
-
-
-def is_url(item: str) -> bool:
-    """True for remote shards and ``pipe:`` commands, which are not local paths."""
-    return "://" in item or item.startswith("pipe:")
-
-
-def expand_shards(spec: str | Sequence[str]) -> list[str]:
-    """Shard URLs/paths from brace patterns, ``::`` lists and local globs (order kept).
-
-    URLs (``scheme://``) and webdataset's ``pipe:COMMAND`` shards are taken as given.
-    """
-    patterns = spec.split("::") if isinstance(spec, str) else list(spec)
-    urls: list[str] = []
-    for pattern in patterns:
-        for item in braceexpand.braceexpand(pattern):
-            if is_url(item) or not glob.has_magic(item):
-                urls.append(item)
-            else:
-                urls.extend(sorted(glob.glob(item)))
-    missing = [u for u in urls if not is_url(u) and not os.path.exists(u)]
-    if not urls or missing:
-        raise InputError(f"no shards for {spec!r}" if not urls
-                         else f"{len(missing)} shard(s) missing, e.g. {missing[0]}")
-    return urls
 
 
 def train_transform(image_size: int) -> Callable[[Image.Image], torch.Tensor]:
@@ -107,15 +77,15 @@ class Skips:
 def decode_sample(sample: dict, transform: Callable, skips: Skips
                   ) -> tuple[torch.Tensor, str] | None:
     """(image tensor, caption) of a raw sample, or None (counted) if it is unusable."""
-    image_key = next((k for k in IMAGE_KEYS if k in sample), None)
-    if image_key is None:
+    image = tarshards.image_of(sample)
+    if image is None:
         skips.counts["no_image"] += 1
         return None
     if "txt" not in sample:
         skips.counts["no_caption"] += 1
         return None
     try:
-        with Image.open(io.BytesIO(sample[image_key])) as img:
+        with Image.open(io.BytesIO(image)) as img:
             image = transform(img.convert("RGB"))
         caption = sample["txt"].decode("utf-8")
     except (OSError, ValueError, Image.DecompressionBombError):
@@ -148,7 +118,7 @@ def make_pipeline(shards: str | Sequence[str], batch_size: int, image_size: int,
                   resampled: bool = False, seed: int = 0, epoch: int = 0,
                   shuffle_buffer: int = 1000) -> wds.DataPipeline:
     """The iterable of `Batch`es for this rank and worker (see module docstring)."""
-    urls = expand_shards(shards)
+    urls = tarshards.expand(shards)
     skips = Skips()
     transform = train_transform(image_size) if train else eval_transform(image_size)
     if resampled:

@@ -16,16 +16,20 @@ metadata, not retyped) unless the set has its own or ``--templates FILE`` is giv
 
 from __future__ import annotations
 
+import copy
 import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
 
 from wit_builder.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -41,7 +45,7 @@ def imagenet_templates() -> list[str]:
     return [template("{}") for template in OPENAI_IMAGENET_TEMPLATES]
 
 
-class ImageSplit(torch.utils.data.Dataset):
+class ImageSplit:
     """Labelled images, each opened on demand; `transform` maps a PIL image to a tensor.
 
     An image file that cannot be decoded yields (None, index); the consumer counts it as
@@ -55,6 +59,13 @@ class ImageSplit(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def with_transform(self, transform: Callable[[Image.Image], torch.Tensor]
+                       ) -> ImageSplit:
+        """A view of the same images with `transform` (the caller's split is unchanged)."""
+        view = copy.copy(self)
+        view.transform = transform
+        return view
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | tuple[None, int]:
         try:
@@ -164,6 +175,10 @@ def load_imagefolder(directory: Path) -> EvalSet:
     classnames = _class_folders(directory)
     return EvalSet(directory.name, classnames, imagenet_templates(),
                    test=_folder_split(directory, classnames))
+
+
+# The set kinds `load_eval_set` reads (``digits`` takes no argument, the others a folder).
+EVAL_SET_KINDS = ("digits", "cifar10", "cifar100", "imagefolder")
 
 
 def load_eval_set(spec: str, templates_file: Path | None = None) -> EvalSet:

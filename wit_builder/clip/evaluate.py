@@ -89,7 +89,7 @@ def image_features(model: CLIP, split: ImageSplit, cfg: EvalConfig
                    ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """Normalized features and labels of the readable images; descriptions of the rest."""
     device = next(model.parameters()).device
-    split.transform = eval_transform(model.config.vision.image_size)
+    split = split.with_transform(eval_transform(model.config.vision.image_size))
     loader = torch.utils.data.DataLoader(split, batch_size=cfg.batch_size,
                                          num_workers=cfg.workers, collate_fn=_valid_only)
     features, labels, unreadable = [], [], []
@@ -107,7 +107,7 @@ def zero_shot_correct(model: CLIP, evalset: EvalSet, split: ImageSplit, cfg: Eva
                       ) -> np.ndarray:
     """Per image of `split`: 1 if the zero-shot classifier's top-1 is right, 0 if wrong,
     -1 if the image is unreadable (the overlap report's per-image view)."""
-    split.transform = eval_transform(model.config.vision.image_size)
+    split = split.with_transform(eval_transform(model.config.vision.image_size))
     tokenizer = Tokenizer(model.config.text.context_length)
     weights = classifier_weights(model, tokenizer, evalset.classnames, evalset.templates)
     device = next(model.parameters()).device

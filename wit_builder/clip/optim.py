@@ -13,6 +13,8 @@ import math
 import torch
 from torch import nn
 
+from wit_builder.clip.distributed import unwrap
+
 BETAS = (0.9, 0.98)
 EPS = 1e-6
 WEIGHT_DECAY = 0.2
@@ -61,5 +63,5 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 @torch.no_grad()
 def clamp_logit_scale(model: nn.Module) -> None:
     """Keep exp(logit_scale) ≤ 100 (call after each optimizer step)."""
-    scale = model.module.logit_scale if hasattr(model, "module") else model.logit_scale
+    scale = unwrap(model).logit_scale
     scale.clamp_(0, MAX_LOGIT_SCALE)

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
 ENTRY_COUNTS_FILE = "entry_counts.parquet"
+PLOTS_DIR = "plots"
 log = logging.getLogger(__name__)
 
 
@@ -215,9 +216,14 @@ def balance_into(out_dir: Path, matched: DataFrame, entries: list[str], t: int,
     written = matched.sparkSession.read.parquet(str(out_dir / PAIRS_FILE))
     kept = entry_match_counts(written, len(entries))
     pq.write_table(entry_counts_table(entries, matches, kept), out_dir / ENTRY_COUNTS_FILE)
-    plot_entry_counts(matches, kept, t, out_dir / "plots")
+    plot_entry_counts(matches, kept, t, out_dir / PLOTS_DIR)
     result = Balanced(t=t, seed=seed, pairs_in=matched.count(),
                       pairs_kept=kept_rows, entries_matched=int((matches > 0).sum()),
                       head_entries=int((matches > t).sum()))
     log.info("balanced with t=%s: %s of %s pairs kept", t, kept_rows, result.pairs_in)
     return result
+
+
+def read_entry_counts(directory: Path) -> pa.Table:
+    """``entry_counts.parquet`` of a balance or curate output."""
+    return pq.read_table(directory / ENTRY_COUNTS_FILE)

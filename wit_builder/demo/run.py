@@ -10,28 +10,30 @@ report is.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from wit_builder import pipeline
+from wit_builder.clip.results import read_results
+from wit_builder.config import read_yaml
+from wit_builder.curate.balance import PLOTS_DIR
+from wit_builder.demo.excerpt import ensure_excerpt
 from wit_builder.demo.server import ImageServer
 from wit_builder.demo.web import WebImage, web_images, write_warcs
-from wit_builder.errors import ConfigError
+from wit_builder.images.manifest import read_manifest
+from wit_builder.outputs import read_stats
+from wit_builder.overlap.matches import read_matches
+from wit_builder.overlap.report import HTML_FILE
 
 DEFAULT_PORT = 8765
 LOOPBACK = ["127.0.0.1/32"]
+EXCERPTS = ".fixtures"  # where configs/demo.yaml expects the Wikipedia excerpt
 
 
 def demo_settings(config: Path) -> dict[str, Any]:
     """The config file's ``demo`` section (port)."""
-    data = yaml.safe_load(config.read_text()) if config.is_file() else None
-    if data is None:
-        raise ConfigError(f"config file not found: {config}")
-    return data.get("demo") or {}
+    return read_yaml(config).get("demo") or {}
 
 
 def ensure_warcs(directory: Path, base: str, images: list[WebImage]) -> list[Path]:
@@ -48,11 +50,9 @@ def ensure_warcs(directory: Path, base: str, images: list[WebImage]) -> list[Pat
 
 def planted_found(out: Path) -> tuple[int, int]:
     """(matches that are a planted copy of the very eval image, all matched pool images)."""
-    import pyarrow.parquet as pq
-
-    matches = pq.read_table(out / "overlap" / "overlap.parquet").to_pylist()
-    urls = dict(zip(*pq.read_table(out / "shards" / "manifest.parquet",
-                                   columns=["uid", "url"]).to_pydict().values(), strict=True))
+    matches = read_matches(out / "overlap", ["uid", "eval_index"]).to_pylist()
+    urls = dict(zip(*read_manifest(out / "shards", ["uid", "url"]).to_pydict().values(),
+                    strict=True))
     exact = {m["uid"] for m in matches
              if urls.get(m["uid"], "").endswith(f"/digits/test-{m['eval_index']}.png")}
     return len(exact), len({m["uid"] for m in matches})
@@ -65,7 +65,7 @@ def summary(out: Path, images: list[WebImage], done: pipeline.Done) -> list[str]
     lines = [f"web: {len(images)} <img> tags ({what})"]
     for stage in ("curate", "download", "shards", "overlap"):
         if stage in done.outs:
-            stats = json.loads((done.outs[stage] / "stats.json").read_text())
+            stats = read_stats(done.outs[stage])
             drops = ", ".join(f"{k} {v}" for k, v in stats["drops"].items() if v)
             lines.append(f"{stage}: {stats['rows_in']} in → {stats['rows_out']} out"
                          + (f" (dropped: {drops})" if drops else ""))
@@ -74,13 +74,13 @@ def summary(out: Path, images: list[WebImage], done: pipeline.Done) -> list[str]
         lines.append(f"overlap: {kinds['planted']} digits test images planted; "
                      f"{exact} found as copies of themselves, {found} pool images matched")
     if "eval" in done.outs:
-        data = json.loads((done.outs["eval"] / "eval.json").read_text())
+        data = read_results(done.outs["eval"])
         top1 = data["datasets"]["digits"]["zero_shot"]["top1"]
         lines.append(f"zero-shot top-1 on digits: {top1:.3f} (chance 0.100)")
     if "report" in done.outs:
-        lines.append(f"report: {done.outs['report'] / 'report.html'}")
+        lines.append(f"report: {done.outs['report'] / HTML_FILE}")
     if "curate" in done.outs:
-        lines.append(f"plots: {done.outs['curate'] / 'plots'}")
+        lines.append(f"plots: {done.outs['curate'] / PLOTS_DIR}")
     return lines
 
 
@@ -89,6 +89,8 @@ def run(config: Path, out: Path, overrides: dict[str, dict] | None = None,
     """Build and serve the web, run the pipeline (with `overrides` per stage); (what
     ran, summary lines)."""
     port = int(demo_settings(config).get("port", DEFAULT_PORT))
+    if "querylist" in read_yaml(config):  # its default dump is the fetched excerpt
+        ensure_excerpt(Path(EXCERPTS))
     images = web_images()
     with ImageServer(images, port) as server:
         warcs = ensure_warcs(out / "web", server.url, images)

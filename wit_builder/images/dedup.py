@@ -16,9 +16,16 @@ brute force (faiss' binary flat index), as a cross-check.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from wit_builder.images.phash import hamming
+from wit_builder.stats import StageStats
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -127,3 +134,38 @@ def faiss_pairs(hashes: np.ndarray, max_distance: int) -> set[tuple[int, int]]:
             if i < j:
                 pairs.add((i, int(j)))
     return pairs
+
+
+DUPLICATES_FILE = "duplicates.parquet"
+DUPLICATE_SCHEMA = pa.schema([("uid", pa.string()), ("kept_uid", pa.string()),
+                              ("distance", pa.int32()), ("kind", pa.string())])
+
+
+def duplicate_rows(samples: DataFrame, max_distance: int, bucket_cap: int,
+                   stats: StageStats) -> pa.Table:
+    """``duplicates.parquet``: each removed uid, the uid its group keeps, their pHash
+    distance and whether the bytes were identical."""
+    from pyspark.sql import functions as F
+
+    exact = exact_groups(samples).select(F.col("kept_uid").alias("uid_a"),
+                                         F.col("uid").alias("uid_b"))
+    near, capped = near_pairs(samples, max_distance, bucket_cap)
+    pairs = exact.unionByName(near.select("uid_a", "uid_b")).distinct().collect()
+    stats.extra["capped_buckets"] = capped.count()
+    groups = components([(r.uid_a, r.uid_b) for r in pairs])
+    involved = set(groups.removed) | set(groups.kept)
+    info = {r.uid: (r.sha256, r.phash) for r in samples.filter(F.col("uid").isin(
+        list(involved))).select("uid", "sha256", "phash").collect()} if involved else {}
+    distance = [hamming(info[u][1], info[k][1]) for u, k in zip(groups.removed, groups.kept,
+                                                                strict=True)]
+    kind = ["exact" if info[u][0] == info[k][0] else "near"
+            for u, k in zip(groups.removed, groups.kept, strict=True)]
+    return pa.table({"uid": groups.removed, "kept_uid": groups.kept, "distance": distance,
+                     "kind": kind}, schema=DUPLICATE_SCHEMA)
+
+
+def write_duplicates(directory: Path, table: pa.Table, stats: StageStats) -> None:
+    """``duplicates.parquet`` and its drops (``exact_duplicate``, ``near_duplicate``)."""
+    pq.write_table(table, directory / DUPLICATES_FILE)
+    for kind in ("exact", "near"):
+        stats.drop(f"{kind}_duplicate", table.filter(pc.equal(table["kind"], kind)).num_rows)

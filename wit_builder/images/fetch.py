@@ -15,8 +15,8 @@ Tasks run on Spark (one partition per shard) or on a local process pool.
 from __future__ import annotations
 
 import json
-import math
 import os
+import shutil
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -25,14 +25,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from wit_builder import tarshards
+from wit_builder.errors import InputError
 from wit_builder.images import netguard
 from wit_builder.images.decode import Resizer
+from wit_builder.outputs import piece_done
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+
+    from wit_builder.images.configs import DownloadConfig
 
 # albumentations (imported by img2dataset) checks online for updates unless told not to.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -41,7 +45,6 @@ INPUTS_DIR = "_inputs"
 CARRIED = ("uid", "entry_ids", "keep_prob", "page_url")
 OPT_OUT_DIRECTIVES = ("noai", "noimageai", "noindex", "noimageindex")
 USER_AGENT_TOKEN = "wit-builder"
-SHARD_DIGITS = 5
 
 
 @dataclass(frozen=True)
@@ -60,8 +63,21 @@ class FetchSettings:
     env: dict[str, str] = field(default_factory=dict)
 
 
+def settings_for(cfg: DownloadConfig, work: Path) -> FetchSettings:
+    """The task settings of a download run writing into `work` (``columns`` are set
+    when its shards are planned)."""
+    resizer = Resizer(cfg.image_size, cfg.resize_mode, cfg.min_image_size,
+                      cfg.max_aspect_ratio, cfg.max_pixels)
+    return FetchSettings(
+        output_folder=str(work), resizer=resizer, columns=(),
+        samples_per_shard=cfg.samples_per_shard, threads=cfg.threads, timeout=cfg.timeout,
+        retries=cfg.retries, respect_opt_out=cfg.respect_opt_out,
+        allow_network=tuple(cfg.allow_network), env={"NO_ALBUMENTATIONS_UPDATE": "1"})
+
+
 def shard_name(shard_id: int) -> str:
-    return f"{shard_id:0{SHARD_DIGITS}d}"
+    """The shard's file stem (img2dataset names ``STEM.tar``, ``STEM.parquet``...)."""
+    return Path(tarshards.shard_name(shard_id)).stem
 
 
 def plan_shards(pairs: pa.Table, samples_per_shard: int, first_id: int = 0
@@ -77,7 +93,7 @@ def plan_shards(pairs: pa.Table, samples_per_shard: int, first_id: int = 0
 
 def done_shards(work: Path) -> set[int]:
     """Shards whose completion mark (img2dataset's ``NNNNN_stats.json``) exists."""
-    return {int(p.name.split("_")[0]) for p in work.glob("*_stats.json")}
+    return {int(p.name.split("_")[0]) for p in work.glob("*_stats.json") if piece_done(p)}
 
 
 def clear_partial(work: Path, shard_id: int) -> None:
@@ -111,7 +127,7 @@ def make_downloader(settings: FetchSettings) -> Any:
         thread_count=settings.threads, save_caption=True, extract_exif=False,
         output_folder=settings.output_folder, column_list=list(settings.columns),
         timeout=settings.timeout, number_sample_per_shard=settings.samples_per_shard,
-        oom_shard_count=SHARD_DIGITS, compute_hash="sha256", verify_hash_type=None,
+        oom_shard_count=tarshards.SHARD_DIGITS, compute_hash="sha256", verify_hash_type=None,
         encode_format="jpg", retries=settings.retries, user_agent_token=USER_AGENT_TOKEN,
         disallowed_header_directives=list(OPT_OUT_DIRECTIVES)
         if settings.respect_opt_out else None)
@@ -209,9 +225,42 @@ def shard_files(work: Path, shard_id: int) -> list[Path]:
     return [work / f"{name}.tar", work / f"{name}.parquet", work / f"{name}_stats.json"]
 
 
-def oom_samples(samples_per_shard: int) -> int:
-    return math.ceil(math.log10(samples_per_shard))
+def run_tasks(todo: list[tuple[int, str]], settings: FetchSettings,
+              spark: SparkSession | None, processes: int) -> None:
+    """Download the shards still to do, on Spark or (without a session) on `processes`;
+    `InputError` if a shard task failed as a whole."""
+    if not todo:
+        return
+    if spark is None:
+        results = run_on_processes(todo, settings, processes)
+    else:
+        results = run_on_spark(spark, todo, settings)
+    failed = sorted(shard for shard, ok in results if not ok)
+    if failed:
+        raise InputError(f"{len(failed)} shard task(s) failed (e.g. {failed[0]}); rerun to "
+                         "retry them: finished shards are kept")
 
 
-def successes(outcomes: pa.Table) -> pa.Table:
-    return outcomes.filter(pc.equal(outcomes["status"], "success"))
+def download_missing(work: Path, shards: dict[int, pa.Table], settings: FetchSettings,
+                     spark: SparkSession | None, processes: int) -> None:
+    """Download the `shards` that `work` does not hold finished yet (`settings` with
+    ``columns`` still empty: they come from the planned shards)."""
+    from dataclasses import replace
+
+    done = done_shards(work)
+    todo = write_inputs(work, shards, [i for i in shards if i not in done])
+    first = next(iter(shards.values()), None)
+    columns = first.column_names if first is not None else ["url", "caption"]
+    settings = replace(settings, columns=tuple(columns))
+    total = sum(t.num_rows for t in shards.values())
+    already = sum(shards[i].num_rows for i in done if i in shards)
+    with ProgressWatch(work, total, already):
+        run_tasks(todo, settings, spark, processes)
+    shutil.rmtree(work / INPUTS_DIR, ignore_errors=True)  # tasks delete their own
+
+
+def move_shards(src: Path, dst: Path, shard_ids: Iterable[int]) -> None:
+    """Move finished shards' files from `src` into `dst`."""
+    for shard_id in shard_ids:
+        for path in shard_files(src, shard_id):
+            os.replace(path, dst / path.name)

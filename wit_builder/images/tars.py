@@ -1,4 +1,4 @@
-"""Reading downloaded webdataset shards and writing the final ones.
+"""The `wit shards` scan of downloaded shards, and the copy of their bytes into final ones.
 
 `scan_tar` reads one shard: for each sample (``KEY.jpg`` + ``KEY.json`` + ``KEY.txt``) it
 hashes the image bytes (sha256), computes its 64-bit pHash, and records where each member
@@ -10,18 +10,21 @@ decode, or that lacks its JSON or uid, is counted under a drop reason instead.
 from __future__ import annotations
 
 import hashlib
-import io
-import json
-import os
 import tarfile
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from wit_builder import tarshards
+from wit_builder.errors import InputError
 from wit_builder.images.phash import phash64
+from wit_builder.spark import spark_schema
+from wit_builder.stats import StageStats
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
 
 SCAN_SCHEMA = pa.schema([
     ("uid", pa.string()), ("src", pa.string()), ("key", pa.string()),
@@ -34,23 +37,6 @@ SCAN_SCHEMA = pa.schema([
 EXTENSIONS = ("jpg", "txt", "json")
 
 
-def tar_samples(path: str) -> Iterator[tuple[str, dict[str, tarfile.TarInfo], tarfile.TarFile]]:
-    """(key, {extension: member}) per sample of a tar, in tar order."""
-    with tarfile.open(path) as tar:
-        current, members = None, {}
-        for member in tar:
-            if not member.isfile() or "." not in member.name:
-                continue
-            key, ext = member.name.split(".", 1)
-            if key != current and current is not None:
-                yield current, members, tar
-                members = {}
-            current = key
-            members[ext] = member
-        if current is not None:
-            yield current, members, tar
-
-
 def scan_sample(path: str, key: str, members: dict[str, tarfile.TarInfo],
                 tar: tarfile.TarFile) -> dict[str, Any]:
     """One `SCAN_SCHEMA` row; ``reason`` set (and hashes empty) if the sample is unusable."""
@@ -58,10 +44,10 @@ def scan_sample(path: str, key: str, members: dict[str, tarfile.TarInfo],
     row.update(src=path, key=key)
     if "jpg" not in members or "json" not in members:
         return {**row, "reason": "missing_member"}
-    meta = json.loads(tar.extractfile(members["json"]).read())
+    meta = tarshards.sample_json(tar, members)
     if not meta.get("uid"):
         return {**row, "reason": "missing_uid"}
-    data = tar.extractfile(members["jpg"]).read()
+    data = tarshards.read(tar, members["jpg"])
     row.update(uid=meta["uid"], url=meta.get("url"), text=meta.get("caption"))
     hashed = phash64(data)
     if hashed is None:
@@ -79,7 +65,8 @@ def scan_tar(path: str) -> pa.RecordBatch:
     row)."""
     rows = []
     try:
-        rows = [scan_sample(path, key, members, tar) for key, members, tar in tar_samples(path)]
+        rows = [scan_sample(path, key, members, tar)
+                for key, members, tar in tarshards.samples(path)]
     except (tarfile.TarError, OSError, ValueError) as e:
         rows.append({**{n: None for n in SCAN_SCHEMA.names}, "src": path,
                      "key": str(e)[:200], "reason": "unreadable_tar"})
@@ -102,25 +89,48 @@ def read_member(handles: dict[str, Any], path: str, at: int, size: int) -> bytes
     return handle.read(size)
 
 
-def write_shard(path: Path, rows: list[dict[str, Any]]) -> Counter[str]:
-    """Write the final shard `path` (``KEY.jpg``, ``KEY.txt``, ``KEY.json``, keys =
-    uids, in the given order) atomically; returns member counts."""
+def shard_members(rows: list[dict[str, Any]]) -> Iterator[tuple[str, bytes]]:
+    """The final shard's members of `rows` (``UID.jpg``, ``UID.txt``, ``UID.json``, in
+    the given order), their bytes copied from the downloaded tars."""
     handles: dict[str, Any] = {}
-    tmp = path.with_name(f".{path.name}.tmp")
-    written: Counter[str] = Counter()
     try:
-        with tarfile.open(tmp, "w") as tar:
-            for row in rows:
-                for ext in EXTENSIONS:
-                    if row.get(f"{ext}_at") is None:
-                        continue
-                    data = read_member(handles, row["src"], row[f"{ext}_at"], row[f"{ext}_len"])
-                    info = tarfile.TarInfo(f"{row['uid']}.{ext}")
-                    info.size, info.mtime, info.mode = len(data), 0, 0o644
-                    tar.addfile(info, io.BytesIO(data))
-                    written[ext] += 1
+        for row in rows:
+            for ext in EXTENSIONS:
+                if row.get(f"{ext}_at") is not None:
+                    yield f"{row['uid']}.{ext}", read_member(
+                        handles, row["src"], row[f"{ext}_at"], row[f"{ext}_len"])
     finally:
         for handle in handles.values():
             handle.close()
-    os.replace(tmp, path)
-    return written
+
+
+def write_shard(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write the final shard `path` (keys = uids, rows in the given order) atomically."""
+    tarshards.write_tar(path, shard_members(rows))
+
+
+def downloaded_tars(images: Path) -> list[str]:
+    """The shards of a download output; `InputError` if there are none."""
+    found = sorted(str(p) for p in images.glob("*.tar")) if images.is_dir() else []
+    if not found:
+        raise InputError(f"{images} holds no .tar shard: expected a `wit download` output")
+    return found
+
+
+def scan(spark: SparkSession, paths: list[str]) -> DataFrame:
+    """Every sample of every tar (`SCAN_SCHEMA`), one task per tar, persisted."""
+    from pyspark import StorageLevel
+
+    files = spark.createDataFrame([(p,) for p in paths], "path string")
+    files = files.repartition(len(paths))
+    scanned = files.mapInArrow(scan_partition, spark_schema(SCAN_SCHEMA))
+    return scanned.persist(StorageLevel.MEMORY_AND_DISK)
+
+
+def count_unusable(scanned: DataFrame, stats: StageStats) -> DataFrame:
+    """Count the scanned rows with a drop reason into `stats`; the usable samples."""
+    from pyspark.sql import functions as F
+
+    for row in scanned.filter(F.col("reason").isNotNull()).groupBy("reason").count().collect():
+        stats.drop(row["reason"], row["count"])
+    return scanned.filter(F.col("reason").isNull()).drop("reason")

@@ -25,9 +25,14 @@ import io
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+from wit_builder import tarshards
+from wit_builder.errors import InputError
+from wit_builder.overlap.methods import Embedder
 
 MIN_SIDE = 128  # tiny eval images (8×8 digits, 32×32 CIFAR) are upscaled before copying
 POOL = "pool"
@@ -175,3 +180,64 @@ def at_threshold(table: dict[str, list[dict]], threshold: float) -> dict[str, di
     """Each curve's point at `threshold`."""
     return {name: min(points, key=lambda p: abs(p["threshold"] - threshold))
             for name, points in table.items()}
+
+
+def pool_sample(shards: list[str], count: int, seed: int) -> tuple[list[bytes], int]:
+    """(encoded images, unreadable count) of up to `count` pool samples, read from the
+    `shards` in a seeded order."""
+    blobs, unreadable = [], 0
+    for path in hashed_sample(shards, len(shards), seed):
+        for _, _, blob in tarshards.images(path):
+            if blob is None:
+                unreadable += 1
+                continue
+            blobs.append(blob)
+            if len(blobs) == count:
+                return blobs, unreadable
+    return blobs, unreadable
+
+
+def search(embedder: Embedder, index: Any, blobs: list[bytes], batch: int
+           ) -> tuple[list[int], list[tuple[int, float]]]:
+    """(indices that decoded, their (nearest eval index, score)), in batches."""
+    ok, found = [], []
+    for start in range(0, len(blobs), batch):
+        vectors, decoded = embedder.encoded(blobs[start:start + batch])
+        if len(decoded):
+            scores, ids = index.search(vectors, 1)
+            found += [(int(i[0]), float(s[0])) for s, i in zip(scores, ids, strict=True)]
+            ok += [start + d for d in decoded]
+    return ok, found
+
+
+def planted(evals: list[Any], count: int, seed: int) -> list[tuple[str, int, bytes]]:
+    """(transformation, eval position, encoded copy) for a seeded sample of `count` eval
+    images, each copied once per transformation."""
+    out: list[tuple[str, int, bytes]] = []
+    for position in hashed_sample(list(range(len(evals))), count, seed):
+        made = copies(evals[position].image, seed + position)
+        out += [(name, position, blob) for name, blob in made.items()]
+    return out
+
+
+def queries(cfg: Any, embedder: Embedder) -> tuple[list[Query], int, int]:
+    """Every searched image of a `CalibrateConfig` run with its result; also the eval
+    set's size and the unreadable pool images."""
+    from wit_builder.overlap.evalimages import eval_images
+    from wit_builder.overlap.index import build_index
+
+    evals = [im for im in eval_images(cfg.eval, "test") if im.image is not None]
+    if len(evals) < 2:
+        raise InputError(f"eval set {cfg.eval!r} has fewer than 2 readable test images")
+    vectors = np.concatenate([embedder.images([im.image for im in evals[s:s + cfg.batch_size]])
+                              for s in range(0, len(evals), cfg.batch_size)])
+    index = build_index(vectors, embedder.method.binary)
+    copied = planted(evals, cfg.eval_sample, cfg.seed)
+    pool, unreadable = pool_sample(tarshards.expand(cfg.shards), cfg.pool_sample, cfg.seed)
+    if not pool:
+        raise InputError("the pool shards hold no readable image")
+    groups = [(name, source) for name, source, _ in copied] + [(POOL, -1)] * len(pool)
+    ok, found = search(embedder, index, [b for _, _, b in copied] + pool, cfg.batch_size)
+    result = [Query(groups[i][0], groups[i][1], f, s)
+              for i, (f, s) in zip(ok, found, strict=True)]
+    return result, len(evals), unreadable + len(groups) - len(ok)

@@ -10,10 +10,14 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from wit_builder.clip.configs import EVAL_SET_KINDS
+from wit_builder.clip.evalsets import EVAL_SET_KINDS
 from wit_builder.config import SparkStageConfig, StageConfig
 
 OVERLAP_SET_KINDS = (*EVAL_SET_KINDS, "wds")
+# ImageNet's per-channel statistics: the usual input normalization of ResNet descriptors
+# (the project's copy detector, SSCD).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class OverlapConfig(SparkStageConfig):
@@ -21,6 +25,9 @@ class OverlapConfig(SparkStageConfig):
 
     RUNTIME_FIELDS: ClassVar[frozenset[str]] = SparkStageConfig.RUNTIME_FIELDS | {
         "batch_size", "device"}
+    # Fields that only decide which scored neighbours are copies: changing them reuses the
+    # scores of a finished output (nothing is embedded again).
+    DECISION_FIELDS: ClassVar[frozenset[str]] = frozenset({"threshold", "thresholds", "near"})
 
     shards: str = Field(description="pool shards: 'dir/{00000..00099}.tar', glob or a::b "
                         "list (a `wit shards` output)")
@@ -39,9 +46,9 @@ class OverlapConfig(SparkStageConfig):
     thresholds: dict[str, float] = Field(default_factory=dict, description="per eval set "
                                          "overrides: --set thresholds.digits=2")
     input_size: int = Field(224, ge=8, description="torchscript: input side in pixels")
-    mean: tuple[float, float, float] = Field((0.485, 0.456, 0.406),
+    mean: tuple[float, float, float] = Field(IMAGENET_MEAN,
                                              description="torchscript: input mean")
-    std: tuple[float, float, float] = Field((0.229, 0.224, 0.225),
+    std: tuple[float, float, float] = Field(IMAGENET_STD,
                                             description="torchscript: input std")
     k: int = Field(3, ge=1, le=100, description="nearest eval images kept per pool image")
     index: Literal["flat", "ivf", "hnsw"] = Field("flat", description="faiss index: exact "
@@ -68,7 +75,7 @@ class OverlapConfig(SparkStageConfig):
         return values
 
 
-class DetectorConfig(StageConfig):
+class TrainDetectorConfig(StageConfig):
     """Parameters of `wit overlap train-detector`."""
 
     RUNTIME_FIELDS: ClassVar[frozenset[str]] = StageConfig.RUNTIME_FIELDS | {
@@ -99,9 +106,9 @@ class CalibrateConfig(StageConfig):
     eval: str = Field("digits", description="the eval set whose images are copied")
     method: str = Field("phash", description="as for `wit overlap --method`")
     input_size: int = Field(224, ge=8, description="torchscript: input side in pixels")
-    mean: tuple[float, float, float] = Field((0.485, 0.456, 0.406),
+    mean: tuple[float, float, float] = Field(IMAGENET_MEAN,
                                              description="torchscript: input mean")
-    std: tuple[float, float, float] = Field((0.229, 0.224, 0.225),
+    std: tuple[float, float, float] = Field(IMAGENET_STD,
                                             description="torchscript: input std")
     eval_sample: int = Field(100, ge=1, description="eval images copied (each once per "
                              "transformation)")

@@ -28,13 +28,13 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms import v2
 
+from wit_builder import tarshards
 from wit_builder.overlap.calibrate import encode
+from wit_builder.overlap.configs import IMAGENET_MEAN, IMAGENET_STD
 from wit_builder.overlap.methods import decode, square_transform
 
 TEMPERATURE = 0.07
-MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics: a usual choice for ResNets
-STD = (0.229, 0.224, 0.225)
-ARCHS = ("resnet18", "resnet50")
+MEAN, STD = IMAGENET_MEAN, IMAGENET_STD  # a usual choice for ResNets
 
 
 class CopyDetector(nn.Module):
@@ -89,10 +89,8 @@ def info_nce(plain: torch.Tensor, copies: torch.Tensor) -> torch.Tensor:
 
 def pool_images(shards: list[str]) -> Iterator[Image.Image | None]:
     """Every pool sample's image in shard order, decoded to RGB (None: unreadable)."""
-    from wit_builder.overlap.detect import pool_samples
-
     for path in shards:
-        for _, _, blob in pool_samples(path):
+        for _, _, blob in tarshards.images(path):
             yield decode(blob) if blob is not None else None
 
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from PIL import Image
 
+from wit_builder import tarshards
 from wit_builder.clip.evalsets import EvalSet, ImageSplit, load_eval_set
 from wit_builder.errors import InputError
-from wit_builder.overlap.detect import IMAGE_EXTENSIONS
 
 
 @dataclass(frozen=True)
@@ -89,10 +89,8 @@ def load_set(spec: str) -> EvalSet:
 
 def wds_set(pattern: str) -> EvalSet:
     """Eval shards as an unlabelled one-split set; images are read by offset on demand."""
-    from wit_builder.clip.data import expand_shards
-
     members: list[tuple[str, str, int, int]] = []  # (shard, key, data offset, size)
-    for path in expand_shards(pattern):
+    for path in tarshards.expand(pattern):
         members += shard_images(path)
     if not members:
         raise InputError(f"eval shards {pattern!r} hold no images")
@@ -108,15 +106,13 @@ def wds_set(pattern: str) -> EvalSet:
 
 
 def shard_images(path: str) -> list[tuple[str, str, int, int]]:
-    """(shard, key, data offset, size) of the first image member of each sample."""
-    seen, out = set(), []
+    """(shard, key, data offset, size) of the image member of each sample."""
+    out = []
     try:
-        with tarfile.open(path) as tar:
-            for member in tar:
-                key, _, ext = member.name.partition(".")
-                if member.isfile() and ext.lower() in IMAGE_EXTENSIONS and key not in seen:
-                    seen.add(key)
-                    out.append((path, key, member.offset_data, member.size))
+        for key, members, _ in tarshards.samples(path):
+            image = tarshards.image_of(members)
+            if image is not None:
+                out.append((path, key, image.offset_data, image.size))
     except (tarfile.TarError, OSError) as e:
         raise InputError(f"eval shard {path} is not a readable tar: {e}") from None
     return out

@@ -14,10 +14,19 @@ vectors). On a GPU a flat float index is searched as fp16 (`to_device`).
 
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from wit_builder import tarshards
+from wit_builder.errors import InputError
+from wit_builder.outputs import atomic_write, piece_done, write_json
+from wit_builder.overlap.evalimages import eval_images
+from wit_builder.overlap.methods import Embedder
 
 BITS = 64
 HNSW_LINKS = 32
@@ -116,3 +125,82 @@ def recall(approximate: Any, exact: Any, queries: np.ndarray, k: int) -> float |
     hits = sum(len(set(t[t >= 0]) & set(f[f >= 0])) for t, f in zip(truth, found, strict=True))
     total = int((truth >= 0).sum())
     return hits / total if total else None
+
+
+INDEX_FILE, META_FILE, INFO_FILE = "index.faiss", "meta.parquet", "info.json"
+META_COLUMNS = ("eval_set", "eval_split", "eval_index", "eval_id")
+RECALL_QUERIES = 512  # pool images whose neighbours measure an approximate index's recall
+
+
+@dataclass
+class EvalVectors:
+    """Every readable eval image's vector, its (set, split, index, eval id), and per set
+    {eval_images, unreadable}."""
+
+    vectors: np.ndarray
+    meta: list[tuple[str, str, int, str]]
+    sets: dict[str, dict]
+
+
+def eval_vectors(specs: list[str], split: str, embedder: Embedder, batch_size: int
+                 ) -> EvalVectors:
+    """The vectors of the eval sets `specs` (chosen splits); `InputError` if no image of
+    them is readable."""
+    vectors, meta, sets = [], [], {}
+    for spec in specs:
+        images = list(eval_images(spec, split))
+        good = [im for im in images if im.image is not None]
+        name = images[0].eval_set if images else spec
+        sets[name] = {"eval_images": len(images), "unreadable": len(images) - len(good)}
+        for start in range(0, len(good), batch_size):
+            chunk = good[start:start + batch_size]
+            vectors.append(embedder.images([im.image for im in chunk]))
+            meta += [(im.eval_set, im.split, im.index, im.eval_id) for im in chunk]
+    if not meta:
+        raise InputError("no readable image in the eval sets")
+    return EvalVectors(np.concatenate(vectors), meta, sets)
+
+
+def pool_recall(kind: str, embedder: Embedder, index: Any, vectors: np.ndarray,
+                paths: list[str], k: int) -> float | None:
+    """Top-k recall of an approximate index against exact search, on pool images (None
+    for an exact index)."""
+    if kind == "flat":
+        return None
+    blobs: list[bytes] = []
+    for path in paths:
+        blobs += [b for _, _, b in tarshards.images(path) if b is not None]
+        if len(blobs) >= RECALL_QUERIES:
+            break
+    queries, _ = embedder.encoded(blobs[:RECALL_QUERIES])
+    exact = flat_index(vectors.shape[1], embedder.method.binary)
+    exact.add(vectors)
+    return recall(index, exact, queries, k)
+
+
+def save_eval_index(directory: Path, blob: bytes, evals: EvalVectors,
+                    recall_k: float | None) -> None:
+    """The serialized index, its rows' meta and the per-set counts (completion mark:
+    ``info.json``, written last)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write(directory / INDEX_FILE, lambda tmp: tmp.write_bytes(blob))
+    meta = pa.table({name: [m[i] for m in evals.meta] for i, name in enumerate(META_COLUMNS)})
+    atomic_write(directory / META_FILE, lambda tmp: pq.write_table(meta, tmp))
+    write_json(directory / INFO_FILE, {"sets": evals.sets, "recall": recall_k,
+                                       "rows": len(evals.meta)})
+
+
+def load_eval_index(directory: Path) -> tuple[bytes, list[tuple], dict, float | None] | None:
+    """(index bytes, meta rows, per-set counts, recall) saved by `save_eval_index`, or
+    None if there is none (or it is unfinished)."""
+    import pyarrow.parquet as pq
+
+    if not piece_done(directory / INFO_FILE):
+        return None
+    info = json.loads((directory / INFO_FILE).read_text())
+    columns = pq.read_table(directory / META_FILE).to_pydict()
+    meta = list(zip(*(columns[c] for c in META_COLUMNS), strict=True))
+    return (directory / INDEX_FILE).read_bytes(), meta, info["sets"], info["recall"]

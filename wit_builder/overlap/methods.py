@@ -29,6 +29,7 @@ from PIL import Image
 
 from wit_builder.errors import ConfigError, InputError
 from wit_builder.images.phash import phash64, to_int64
+from wit_builder.overlap.configs import IMAGENET_MEAN, IMAGENET_STD
 
 DEFAULT_THRESHOLDS = {"phash": 4.0, "torchscript": 0.8, "clip": 0.95}
 DEFAULT_NEAR = {True: 4.0, False: 0.05}  # binary (bits) / cosine
@@ -37,34 +38,39 @@ DETECTOR_MODEL = "model.pt"
 
 
 @dataclass(frozen=True)
-class Method:
-    """A comparison method (see module docstring); `name` is what reports show.
-
-    `thresholds` overrides `threshold` per eval set; `near` is how far past the
-    threshold a neighbour is still recorded for manual review.
-    """
+class Embedding:
+    """How a method turns images into vectors (everything scoring needs, no threshold)."""
 
     name: str
     kind: str
-    threshold: float
     binary: bool
     path: str | None = None
     input_size: int = 224
-    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
-    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+
+    def device_for(self, name: str) -> str:
+        """The device to embed on for a config's `name` (pHash runs on the CPU, without
+        importing torch)."""
+        return "cpu" if self.kind == "phash" else resolve_device(name)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Which neighbours count as copies: a score passing the threshold (≤ for binary
+    Hamming distances, ≥ for cosine); `thresholds` overrides it per eval set; `near` is
+    how far past it a neighbour is still recorded for manual review."""
+
+    threshold: float
+    binary: bool
     thresholds: dict[str, float] = field(default_factory=dict)
     near: float = 0.0
-
-    @property
-    def semantic(self) -> bool:
-        """True for CLIP neighbours (similar content, not necessarily a copy)."""
-        return self.kind == "clip"
 
     def threshold_for(self, eval_set: str) -> float:
         return self.thresholds.get(eval_set, self.threshold)
 
     def better(self, score: float, threshold: float | None = None) -> bool:
-        """True if `score` is a match at `threshold` (default: the method's)."""
+        """True if `score` is a match at `threshold` (default: the rule's)."""
         t = self.threshold if threshold is None else threshold
         return score <= t if self.binary else score >= t
 
@@ -72,6 +78,56 @@ class Method:
         """The weakest score still recorded as a borderline neighbour of `eval_set`."""
         t = self.threshold_for(eval_set)
         return t + self.near if self.binary else t - self.near
+
+    def decide(self, score: float, eval_set: str) -> str | None:
+        """``match``, ``near`` or None for a neighbour of `eval_set` at `score`."""
+        if self.better(score, self.threshold_for(eval_set)):
+            return "match"
+        if self.better(score, self.near_limit(eval_set)):
+            return "near"
+        return None
+
+
+@dataclass(frozen=True)
+class Method:
+    """A comparison method as configured (see module docstring): its `embedding` (how
+    vectors are made) and its `rule` (the decision); `name` is what reports show."""
+
+    name: str
+    kind: str
+    threshold: float
+    binary: bool
+    path: str | None = None
+    input_size: int = 224
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    thresholds: dict[str, float] = field(default_factory=dict)
+    near: float = 0.0
+
+    @property
+    def embedding(self) -> Embedding:
+        return Embedding(self.name, self.kind, self.binary, self.path, self.input_size,
+                         self.mean, self.std)
+
+    @property
+    def rule(self) -> Rule:
+        return Rule(self.threshold, self.binary, self.thresholds, self.near)
+
+    @property
+    def semantic(self) -> bool:
+        """True for CLIP neighbours (similar content, not necessarily a copy)."""
+        return self.kind == "clip"
+
+    def threshold_for(self, eval_set: str) -> float:
+        return self.rule.threshold_for(eval_set)
+
+    def better(self, score: float, threshold: float | None = None) -> bool:
+        """True if `score` is a match at `threshold` (default: the method's)."""
+        return self.rule.better(score, threshold)
+
+    def device_for(self, name: str) -> str:
+        """See `Embedding.device_for`."""
+        return self.embedding.device_for(name)
 
 
 def parse_method(spec: str, threshold: float | None = None, **settings: Any) -> Method:
@@ -136,9 +192,10 @@ def resolve_device(name: str) -> str:
 
 
 class Embedder:
-    """Vectors of images for a method: uint8[8] pHash codes or normalized float32."""
+    """Vectors of images for a method (its `Embedding`, or a `Method`, which has the same
+    fields): uint8[8] pHash codes or normalized float32."""
 
-    def __init__(self, method: Method, device: str = "cpu") -> None:
+    def __init__(self, method: Embedding | Method, device: str = "cpu") -> None:
         self.method, self.device = method, device
         self.encode: Callable[[list[Image.Image]], np.ndarray] = phash_codes
         if method.kind == "clip":

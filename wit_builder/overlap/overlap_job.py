@@ -1,67 +1,44 @@
-"""`wit overlap`: which pool images are copies of evaluation images (see `detect`).
+"""`wit overlap`: which pool images are copies of evaluation images.
 
-The eval sets are embedded once on the driver into one faiss index (`index`); one Spark
-task per pool shard embeds its images, searches the broadcast index and writes the shard
-again without its matches. The run is resumable: finished shards are kept in the work
-directory and a rerun with the same config skips them.
-
-Outputs: ``overlap.parquet`` (uid, shard, key, eval_set, eval_split, eval_index, eval_id,
-score, rank, method: one row per match), ``near.parquet`` (the same columns for
-neighbours just short of the threshold, for manual review), ``filtered/`` (the pool
-shards minus every matched sample, same names, with ``sizes.json``), ``eval_sets.json``
-(per set: eval images, unreadable, pool samples scanned, matched), `stats.json` (with the
-approximate index's recall against exact search). Rows are pool samples: in = scanned,
-drops = ``eval_overlap`` (matched), out = kept in ``filtered/``.
+Scoring and deciding are apart. The eval sets are embedded once on the driver into one
+faiss index (`index`); one Spark task per pool shard embeds its images and saves their k
+nearest eval images with scores (`scan`); one task per shard then applies the threshold
+rule and writes the shard without its matches (`decide`). The run is resumable (scored
+shards are kept in the work directory), and a run that changes only the decision
+(`OverlapConfig.DECISION_FIELDS`) takes the scores of the output it replaces
+(`matches.take_scores`). Outputs and readers: `matches`. Rows are pool samples: in =
+scanned, drops = ``eval_overlap`` (matched), out = kept in ``filtered/``.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
-from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from wit_builder.clip.data import expand_shards
+from wit_builder import tarshards
+from wit_builder.config import config_hash
 from wit_builder.errors import InputError
 from wit_builder.inputs import fingerprint
 from wit_builder.outputs import StageResult
-from wit_builder.overlap import detect
+from wit_builder.overlap import decide, index, matches, scan
 from wit_builder.overlap.configs import OverlapConfig
-from wit_builder.overlap.evalimages import eval_images
-from wit_builder.overlap.index import build_index, flat_index, recall, serialize
-from wit_builder.overlap.methods import (
-    Embedder,
-    Method,
-    method_files,
-    parse_method,
-    resolve_device,
-)
-from wit_builder.spark import run_spark_stage, spark_schema
+from wit_builder.overlap.methods import Embedder, Method, method_files, parse_method
+from wit_builder.spark import run_spark_stage
 from wit_builder.stats import StageStats
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 STAGE = "overlap"
-OUTPUT_VERSION = 1
+OUTPUT_VERSION = 2
 CONFIG = OverlapConfig
-OVERLAP_FILE = "overlap.parquet"
-NEAR_FILE = "near.parquet"
-FILTERED_DIR = detect.FILTERED_DIR
-RECALL_QUERIES = 512  # pool images whose neighbours measure an approximate index's recall
-MATCH_COLUMNS = ("uid", "shard", "key", "eval_set", "eval_split", "eval_index", "eval_id",
-                 "score", "rank", "method")
 
 
 def pool_shards(spec: str) -> list[str]:
     """The pool's local tar files; `InputError` if one is missing or remote."""
-    paths = expand_shards(spec)
+    paths = tarshards.expand(spec)
     remote = [p for p in paths if not Path(p).is_file()]
     if remote:
         raise InputError(f"pool shards must be local files here: {remote[0]}")
@@ -74,120 +51,39 @@ def method_of(cfg: OverlapConfig) -> Method:
                         std=cfg.std, thresholds=cfg.thresholds, near=cfg.near)
 
 
-def eval_vectors(cfg: OverlapConfig, embedder: Embedder
-                 ) -> tuple[np.ndarray, list[tuple], dict[str, dict]]:
-    """(vectors, meta per row, per-set counts) of every readable eval image."""
-    vectors, meta, sets = [], [], {}
-    for spec in cfg.eval:
-        images = list(eval_images(spec, cfg.split))
-        good = [im for im in images if im.image is not None]
-        name = images[0].eval_set if images else spec
-        sets[name] = {"eval_images": len(images), "unreadable": len(images) - len(good)}
-        for start in range(0, len(good), cfg.batch_size):
-            chunk = good[start:start + cfg.batch_size]
-            vectors.append(embedder.images([im.image for im in chunk]))
-            meta += [(im.eval_set, im.split, im.index, im.eval_id) for im in chunk]
-    if not meta:
-        raise InputError("no readable image in the eval sets")
-    unknown = set(cfg.thresholds) - set(sets)
-    if unknown:
-        raise InputError(f"thresholds given for unknown eval set(s) {sorted(unknown)}; "
-                         f"the sets are {sorted(sets)}")
-    return np.concatenate(vectors), meta, sets
+def eval_index(work: Path, cfg: OverlapConfig, embedder: Embedder, paths: list[str]) -> tuple:
+    """(index bytes, meta, per-set counts, recall): saved in `work`, else built and saved."""
+    saved = index.load_eval_index(work / matches.EVAL_INDEX_DIR)
+    if saved is not None:
+        return saved
+    evals = index.eval_vectors(cfg.eval, cfg.split, embedder, cfg.batch_size)
+    built = index.build_index(evals.vectors, embedder.method.binary, cfg.index)
+    recall_k = index.pool_recall(cfg.index, embedder, built, evals.vectors, paths, cfg.k)
+    blob = index.serialize(built, embedder.method.binary)
+    index.save_eval_index(work / matches.EVAL_INDEX_DIR, blob, evals, recall_k)
+    return blob, evals.meta, evals.sets, recall_k
 
 
-def index_recall(cfg: OverlapConfig, embedder: Embedder, index: Any,
-                 vectors: np.ndarray, paths: list[str]) -> float | None:
-    """Top-k recall of an approximate index against exact search, on pool images."""
-    if cfg.index == "flat":
-        return None
-    blobs = []
-    for path in paths:
-        blobs += [b for _, _, b in detect.pool_samples(path) if b is not None]
-        if len(blobs) >= RECALL_QUERIES:
-            break
-    queries, _ = embedder.encoded(blobs[:RECALL_QUERIES])
-    exact = flat_index(vectors.shape[1], embedder.method.binary)
-    exact.add(vectors)
-    return recall(index, exact, queries, cfg.k)
-
-
-def run_detection(spark: SparkSession, paths: list[str], task: detect.Task) -> pa.Table:
-    """Every shard's rows (`detect.ROW_SCHEMA`), one task per shard."""
-    import functools
-
-    files = spark.createDataFrame([(p,) for p in paths], "path string").repartition(len(paths))
-    body = functools.partial(detect.detect_partition,
-                             task=spark.sparkContext.broadcast(task))
-    rows = files.mapInArrow(body, spark_schema(detect.ROW_SCHEMA)).toArrow()
-    return rows.cast(detect.ROW_SCHEMA)
-
-
-def per_set(matches: pa.Table, sets: dict[str, dict]) -> dict[str, dict]:
-    """Per eval set: its images, unreadable ones, and the pool samples it matched."""
-    matched: dict[str, set[str]] = {}
-    for r in matches.select(["eval_set", "uid"]).to_pylist():
-        matched.setdefault(r["eval_set"], set()).add(r["uid"])
-    return {name: {**counts, "matches": len(matched.get(name, ()))}
-            for name, counts in sets.items()}
-
-
-def build(work: Path, cfg: OverlapConfig, paths: list[str], method: Method,
+def build(work: Path, cfg: OverlapConfig, paths: list[str], method: Method, scoring: str,
           spark: SparkSession) -> StageStats:
-    """Detect overlaps (shards finished in `work` are kept) and write the outputs."""
-    device = resolve_device(cfg.device)
-    embedder = Embedder(method, device)
-    vectors, meta, sets = eval_vectors(cfg, embedder)
-    index = build_index(vectors, method.binary, cfg.index)
-    index_recall_k = index_recall(cfg, embedder, index, vectors, paths)
-    for sub in (FILTERED_DIR, detect.ROWS_DIR):
+    """Score (scores finished in `work`, or taken from the output replaced, are kept),
+    decide and write the outputs."""
+    taken = matches.take_scores(cfg.out.absolute(), work, scoring)
+    device = method.embedding.device_for(cfg.device)
+    blob, meta, sets, recall_k = eval_index(work, cfg, Embedder(method.embedding, device), paths)
+    matches.check_thresholds(cfg.thresholds, sets)
+    for sub in (matches.FILTERED_DIR, matches.NEIGHBOURS_DIR):
         (work / sub).mkdir(exist_ok=True)
-    task = detect.Task(serialize(index, method.binary), meta, method, cfg.k, cfg.batch_size,
-                       str(work), device)
-    rows = run_detection(spark, paths, task)
-    shutil.rmtree(work / detect.ROWS_DIR)
-    write_neighbours(work, rows)
+    scan.run_scoring(spark, paths, scan.Task(blob, meta, method.embedding, cfg.k,
+                                             cfg.batch_size, str(work), device))
+    rows = decide.run_decide(spark, paths, decide.Task(method.rule, str(work)))
+    matches.write_neighbours(work, rows)
     counts = rows.filter(pc.equal(rows["kind"], "count")).to_pylist()
-    matches = pq.read_table(work / OVERLAP_FILE)
-    stats = write_summary(work, method, counts, per_set(matches, sets))
-    if index_recall_k is not None:
-        stats.extra.update(index=cfg.index, index_recall_at_k=round(index_recall_k, 4))
-    return stats
-
-
-def write_neighbours(work: Path, rows: pa.Table) -> None:
-    """``overlap.parquet`` (matches) and ``near.parquet`` (borderline non-matches)."""
-    for kind, name in (("match", OVERLAP_FILE), ("near", NEAR_FILE)):
-        table = rows.filter(pc.equal(rows["kind"], kind)).select(list(MATCH_COLUMNS))
-        pq.write_table(table.sort_by([("uid", "ascending"), ("rank", "ascending")]),
-                       work / name)
-
-
-def write_summary(tmp: Path, method: Method, counts: list[dict],
-                  sets: dict[str, dict]) -> StageStats:
-    """sizes.json of the filtered pool, eval_sets.json and the stage's stats."""
-    totals: Counter[str] = Counter()
-    sizes = {}
-    for c in counts:
-        totals[c["key"]] += c["n"]
-    for shard in sorted({c["shard"] for c in counts}):
-        n = {c["key"]: c["n"] for c in counts if c["shard"] == shard}
-        sizes[shard] = n["scanned"] - n["matched"]
-    (tmp / FILTERED_DIR / "sizes.json").write_text(json.dumps(sizes, indent=2) + "\n")
-    for info in sets.values():
-        info["pool_scanned"] = totals["scanned"]
-    (tmp / "eval_sets.json").write_text(json.dumps(sets, indent=2) + "\n")
-    if not totals["scanned"]:
-        raise InputError("the pool shards hold no samples")
-    stats = StageStats(STAGE, rows_in=totals["scanned"],
-                       rows_out=totals["scanned"] - totals["matched"])
-    stats.drop("eval_overlap", totals["matched"])
-    stats.extra.update(method=method.name, threshold=method.threshold,
-                       thresholds=method.thresholds,
-                       unreadable_pool_images=totals["unreadable"], eval_sets=sets)
-    if totals["unreadable"]:
-        stats.notice(f"{totals['unreadable']} pool image(s) could not be decoded (kept in "
-                     "filtered/, not checked)")
+    found = matches.read_matches(work)
+    stats = matches.write_summary(work, method, counts, matches.per_set(found, sets))
+    stats.extra.update(scoring_hash=scoring, scores_taken_over=taken)
+    if recall_k is not None:
+        stats.extra.update(index=cfg.index, index_recall_at_k=round(recall_k, 4))
     return stats
 
 
@@ -198,7 +94,6 @@ def run(cfg: OverlapConfig, spark: SparkSession | None = None) -> StageResult:
     inputs: list[Any] = [fingerprint(paths)]
     if method.path:
         inputs.append(fingerprint(method_files(method)))
-    return run_spark_stage(STAGE, OUTPUT_VERSION, cfg, inputs,
-                           lambda work, session: build(work, cfg, paths, method, session),
-                           spark,
-                           resumable=True)
+    scoring = config_hash(STAGE, OUTPUT_VERSION, cfg, inputs, cfg.DECISION_FIELDS)
+    return run_spark_stage(STAGE, OUTPUT_VERSION, cfg, inputs, lambda work, session: build(
+        work, cfg, paths, method, scoring, session), spark, resumable=True)

@@ -12,11 +12,14 @@ sets tested. Unreadable eval images count in N_all but in no accuracy.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy.stats import binomtest
 
 CONFIDENCE = 0.995
+JSON_FILE, MARKDOWN_FILE, HTML_FILE = "report.json", "report.md", "report.html"
 
 
 @dataclass
@@ -99,3 +102,51 @@ def markdown(rows: list[SetOverlap], method: str) -> str:
 
 def _fmt(value: float | None) -> str:
     return "—" if value is None else f"{value:.3f}"
+
+
+def checkpoint_model(checkpoint: Path | None) -> Any:
+    """The checkpoint's CLIP on the CPU, loaded once per report (None without one)."""
+    if checkpoint is None:
+        return None
+    import torch
+
+    from wit_builder.clip.evaluate import load_model
+
+    return load_model(checkpoint, None, torch.device("cpu"))[0]
+
+
+def overlap_table(run: dict[str, Any], matches: list[dict], checkpoint: Path | None,
+                  out: Path) -> list[SetOverlap]:
+    """One row per eval set and split of an overlap `run`; the zero-shot correctness of
+    every eval image when a `checkpoint` is given."""
+    from wit_builder.overlap.evalimages import load_set, set_name, splits_of
+
+    model, rows = checkpoint_model(checkpoint), []
+    for spec in run["eval"]:
+        evalset, name = load_set(spec), set_name(spec)
+        for split, images in splits_of(spec, run["split"], evalset):
+            hit = {m["eval_index"] for m in matches
+                   if m["eval_set"] == name and m["eval_split"] == split}
+            correct = None
+            if model is not None and evalset.classnames:
+                correct = zero_shot(model, evalset, images, checkpoint, out)
+            rows.append(set_overlap(name, split, len(images), hit, correct))
+    bonferroni(rows)
+    return rows
+
+
+def zero_shot(model: Any, evalset: Any, images: Any, checkpoint: Path | None,
+              out: Path) -> np.ndarray:
+    """Whether each eval image is classified right (zero-shot, `wit eval`'s settings)."""
+    from wit_builder.clip.configs import EvalConfig
+    from wit_builder.clip.evaluate import zero_shot_correct
+
+    return zero_shot_correct(model, evalset, images, EvalConfig(checkpoint=checkpoint,
+                                                                out=out))
+
+
+def read_report(directory: Path) -> dict[str, Any]:
+    """``report.json`` of a finished report output."""
+    import json
+
+    return json.loads((Path(directory) / JSON_FILE).read_text())

@@ -91,3 +91,8 @@ def load_entries(path: Path) -> list[str]:
     if len(ids) and (ids[0] != 0 or (ids[1:] != ids[:-1] + 1).any()):
         raise InputError(f"{path}: entry_id must run 0..n-1")
     return table.column("entry").to_pylist()
+
+
+def load_entry_table(directory: Path) -> pa.Table:
+    """The whole ``entries.parquet`` of a querylist output (every column)."""
+    return pq.read_table(entries_file(directory))

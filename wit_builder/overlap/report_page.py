@@ -68,3 +68,19 @@ def render(context: dict[str, Any]) -> str:
     """The report page for `context` (see `TEMPLATE`)."""
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     return env.from_string(TEMPLATE).render(thumb=THUMB, **context)
+
+
+def cell(value: Any) -> str:
+    """A table cell: floats to 4 significant digits, None as a dash."""
+    return f"{value:.4g}" if isinstance(value, float) else "—" if value is None else str(value)
+
+
+def page(method: Any, rows: list[dict[str, Any]], checkpoint: Any, galleries: list[dict],
+         calibration: str) -> str:
+    """The report page: `method` (`methods.Method`), table rows (dicts of one set
+    each), the galleries and the calibration plot's data URI ('' without one)."""
+    return render({"method": method.name, "threshold": method.threshold,
+                   "thresholds": method.thresholds, "semantic": method.semantic,
+                   "checkpoint": checkpoint, "headers": list(rows[0]) if rows else [],
+                   "rows": [[cell(v) for v in r.values()] for r in rows],
+                   "galleries": galleries, "calibration": calibration})

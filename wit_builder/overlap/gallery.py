@@ -1,0 +1,81 @@
+"""Pairs of images for people to judge: the strongest matches of an overlap run, the
+borderline ones around its threshold, each with the eval image, the pool image and the
+pool sample's caption and URL (`wit overlap report`'s galleries, `explore.plot_gallery`).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from wit_builder import tarshards
+from wit_builder.overlap import report_page
+from wit_builder.overlap.evalimages import set_name, splits_of
+from wit_builder.overlap.methods import Method
+
+Pair = tuple[dict, Image.Image | None, Image.Image | None, dict]
+
+
+def pool_sample(shards: dict[str, str], shard: str, key: str) -> tuple[Image.Image | None, dict]:
+    """The pool image and its JSON (caption, url) from the pool shard named `shard`."""
+    blob, meta = tarshards.read_sample(shards[shard], key)
+    try:
+        image = Image.open(io.BytesIO(blob)) if blob is not None else None
+    except OSError:
+        image = None
+    return image, meta
+
+
+def pair_images(run: dict[str, Any], pairs: list[dict]) -> list[Pair]:
+    """(row, eval image, pool image, pool JSON) for overlap rows `pairs` of `run`."""
+    shards = {Path(p).name: p for p in tarshards.expand(run["shards"])}
+    specs = {set_name(s): s for s in run["eval"]}
+    splits: dict[tuple[str, str], Any] = {}  # each eval split loaded once
+    out = []
+    for m in pairs:
+        where = (m["eval_set"], m["eval_split"])
+        if where not in splits:
+            splits[where] = dict(splits_of(specs[where[0]], where[1]))[where[1]]
+        pool_image, meta = pool_sample(shards, m["shard"], m["key"])
+        out.append((m, splits[where].load(m["eval_index"]), pool_image, meta))
+    return out
+
+
+def with_images(run: dict[str, Any], pairs: list[dict]) -> list[dict]:
+    """`pairs` (overlap rows) with both thumbnails, the pool caption and URL."""
+    return [{**m, "eval_img": report_page.data_uri(eval_image),
+             "pool_img": report_page.data_uri(pool),
+             "caption": meta.get("caption", ""), "url": meta.get("url", "")}
+            for m, eval_image, pool, meta in pair_images(run, pairs)]
+
+
+def strongest(method: Method, matches: list[dict], count: int) -> list[dict]:
+    """The `count` best-scoring matches (best first)."""
+    return sorted(matches, key=lambda m: m["score"], reverse=not method.binary)[:count]
+
+
+def borderline(method: Method, matches: list[dict], near: list[dict], count: int
+               ) -> list[dict]:
+    """The `count` weakest matches and the `count` strongest non-matches, ordered from
+    best to worst score so the threshold falls between the two halves."""
+    def margin(m: dict) -> float:
+        return abs(m["score"] - method.threshold_for(m["eval_set"]))
+
+    above = [{**m, "side": "match"} for m in sorted(matches, key=margin)[:count]]
+    below = [{**m, "side": "no match"} for m in sorted(near, key=margin)[:count]]
+    return strongest(method, above + below, 2 * count)
+
+
+def galleries(run: dict[str, Any], method: Method, matches: list[dict], near: list[dict],
+              count: int) -> list[dict]:
+    """The report's two galleries (none for `count` 0)."""
+    if not count:
+        return []
+    half = max(1, count // 2)
+    return [{"title": "Strongest matches",
+             "matches": with_images(run, strongest(method, matches, count))},
+            {"title": "Borderline: the weakest matches and the closest non-matches",
+             "matches": with_images(run, borderline(method, matches, near, half))}]

@@ -1,0 +1,179 @@
+"""The `wit overlap` output: its files, how they are written and how they are read.
+
+* ``overlap.parquet`` — uid, shard, key, eval_set, eval_split, eval_index, eval_id,
+  score (Hamming bits for phash, cosine otherwise), rank, method: one row per (pool
+  sample, eval image) past the threshold among the k nearest.
+* ``near.parquet`` — the same columns for neighbours just short of the threshold.
+* ``filtered/`` — the pool shards without the matched samples, with ``sizes.json``.
+* ``eval_sets.json`` — per set: eval images, unreadable, pool samples scanned, matches.
+* ``neighbours/SHARD.parquet`` — the scores the decision was made from: every pool
+  sample's k nearest eval images (``kind`` neighbour, `ROW_SCHEMA`) and the shard's
+  counters; ``eval_index/`` — the eval sets' faiss index, its rows and counts. A run that
+  differs from a finished output only in its decision (`DECISION_FIELDS`: thresholds,
+  near) takes both over (`take_scores`) instead of embedding anything again.
+
+Readers (`wit overlap report`, `explore`, the demo) go through `overlap_run`,
+`read_matches`, `read_near`, `read_eval_sets` and `filtered_pattern`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from wit_builder import tarshards
+from wit_builder.errors import InputError
+from wit_builder.outputs import MARKER, finished, read_marker
+from wit_builder.overlap.methods import Method
+from wit_builder.stats import StageStats
+
+STAGE = "overlap"
+OVERLAP_FILE = "overlap.parquet"
+NEAR_FILE = "near.parquet"
+FILTERED_DIR = "filtered"
+EVAL_SETS_FILE = "eval_sets.json"
+NEIGHBOURS_DIR = "neighbours"
+EVAL_INDEX_DIR = "eval_index"
+ROW_SCHEMA = pa.schema([
+    ("kind", pa.string()), ("uid", pa.string()), ("shard", pa.string()),
+    ("key", pa.string()), ("eval_set", pa.string()), ("eval_split", pa.string()),
+    ("eval_index", pa.int64()), ("eval_id", pa.string()), ("score", pa.float64()),
+    ("rank", pa.int32()), ("method", pa.string()), ("n", pa.int64()),
+])
+MATCH_COLUMNS = ("uid", "shard", "key", "eval_set", "eval_split", "eval_index", "eval_id",
+                 "score", "rank", "method")
+
+
+def filtered_pattern(out: Path | str) -> str:
+    """The shard pattern of an overlap output's filtered pool (what `train` reads)."""
+    return tarshards.pattern(Path(out) / FILTERED_DIR)
+
+
+def overlap_run(path: Path) -> dict[str, Any]:
+    """The config of the `wit overlap` output at `path` plus its ``stats``; `InputError`
+    if it is not one."""
+    marker = finished(path, STAGE)
+    return {**marker["config"], "stats": marker["stats"]}
+
+
+def recorded_method(run: dict[str, Any]) -> Method:
+    """The method and thresholds the overlap run used (from its stats; no model needed)."""
+    kind = run["method"].partition(":")[0]
+    stats = run["stats"]
+    return Method(run["method"], kind, float(stats["threshold"]), binary=kind == "phash",
+                  thresholds=stats.get("thresholds") or {})
+
+
+def read_matches(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """``overlap.parquet`` of a finished overlap output."""
+    return pq.read_table(Path(path) / OVERLAP_FILE, columns=columns)
+
+
+def read_near(path: Path) -> pa.Table:
+    """``near.parquet`` of a finished overlap output."""
+    return pq.read_table(Path(path) / NEAR_FILE)
+
+
+def read_eval_sets(path: Path) -> dict[str, dict]:
+    """``eval_sets.json`` of a finished overlap output."""
+    return json.loads((Path(path) / EVAL_SETS_FILE).read_text())
+
+
+def input_files(path: Path) -> list[str]:
+    """The files of an overlap output whose fingerprints identify it for a reader."""
+    return [str(Path(path) / OVERLAP_FILE), str(Path(path) / MARKER)]
+
+
+def write_neighbours(work: Path, rows: pa.Table) -> None:
+    """``overlap.parquet`` (matches) and ``near.parquet`` (borderline non-matches)."""
+    for kind, name in (("match", OVERLAP_FILE), ("near", NEAR_FILE)):
+        table = rows.filter(pc.equal(rows["kind"], kind)).select(list(MATCH_COLUMNS))
+        pq.write_table(table.sort_by([("uid", "ascending"), ("rank", "ascending")]),
+                       work / name)
+
+
+def per_set(matches: pa.Table, sets: dict[str, dict]) -> dict[str, dict]:
+    """Per eval set: its images, unreadable ones, and the pool samples it matched."""
+    matched: dict[str, set[str]] = {}
+    for r in matches.select(["eval_set", "uid"]).to_pylist():
+        matched.setdefault(r["eval_set"], set()).add(r["uid"])
+    return {name: {**counts, "matches": len(matched.get(name, ()))}
+            for name, counts in sets.items()}
+
+
+def filtered_sizes(counts: list[dict]) -> dict[str, int]:
+    """{shard: samples kept} from the per-shard ``count`` rows."""
+    per_shard: dict[str, dict[str, int]] = {}
+    for c in counts:
+        per_shard.setdefault(c["shard"], {})[c["key"]] = c["n"]
+    return {shard: n["scanned"] - n["matched"] for shard, n in sorted(per_shard.items())}
+
+
+def write_summary(tmp: Path, method: Method, counts: list[dict],
+                  sets: dict[str, dict]) -> StageStats:
+    """sizes.json of the filtered pool, eval_sets.json and the stage's stats."""
+    totals: Counter[str] = Counter()
+    for c in counts:
+        totals[c["key"]] += c["n"]
+    tarshards.write_sizes(tmp / FILTERED_DIR, filtered_sizes(counts))
+    for info in sets.values():
+        info["pool_scanned"] = totals["scanned"]
+    (tmp / EVAL_SETS_FILE).write_text(json.dumps(sets, indent=2) + "\n")
+    if not totals["scanned"]:
+        raise InputError("the pool shards hold no samples")
+    stats = StageStats(STAGE, rows_in=totals["scanned"],
+                       rows_out=totals["scanned"] - totals["matched"])
+    stats.drop("eval_overlap", totals["matched"])
+    stats.extra.update(method=method.name, threshold=method.threshold,
+                       thresholds=method.thresholds,
+                       unreadable_pool_images=totals["unreadable"], eval_sets=sets)
+    if totals["unreadable"]:
+        stats.notice(f"{totals['unreadable']} pool image(s) could not be decoded (kept in "
+                     "filtered/, not checked)")
+    return stats
+
+
+def check_thresholds(thresholds: dict[str, float], sets: dict[str, dict]) -> None:
+    """`InputError` if a per-set threshold names a set that is not checked."""
+    unknown = set(thresholds) - set(sets)
+    if unknown:
+        raise InputError(f"thresholds given for unknown eval set(s) {sorted(unknown)}; "
+                         f"the sets are {sorted(sets)}")
+
+
+def take_scores(previous: Path, work: Path, scoring_hash: str) -> int:
+    """Hand the scores of the finished output `previous` to the run in `work` if they were
+    made with the same scoring (`scoring_hash`): its ``neighbours/`` and ``eval_index/``
+    files are linked (copied across filesystems). The number of shards taken."""
+    try:
+        marker = read_marker(previous)
+    except (OSError, ValueError):
+        return 0
+    stats = (marker or {}).get("stats", {})
+    if marker is None or marker.get("stage") != STAGE \
+            or stats.get("scoring_hash") != scoring_hash:
+        return 0
+    taken = 0
+    for sub in (NEIGHBOURS_DIR, EVAL_INDEX_DIR):
+        (work / sub).mkdir(exist_ok=True)
+        for path in sorted((previous / sub).glob("*")):
+            if not (work / sub / path.name).exists():
+                link_or_copy(path, work / sub / path.name)
+                taken += sub == NEIGHBOURS_DIR
+    return taken
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """A hard link `dst` to `src`, or a copy where links are not possible."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)

@@ -1,0 +1,133 @@
+"""Scoring pool shards against the eval index: one Spark task per shard, no threshold.
+
+A task reads its tar, embeds the samples' images in batches (`methods.Embedder`) and
+searches the broadcast faiss index for the `k` nearest eval images. It saves every
+neighbour with its score and rank (``kind`` = neighbour) and the shard's counters
+(``kind`` = count: ``scanned``, ``unreadable``) as ``neighbours/SHARD.parquet`` of the
+run's directory, written atomically: the shard's completion mark. A rerun (after a kill,
+or with another threshold, whose scores the previous output hands over) skips the shards
+already scored; only `decide` applies a threshold.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from wit_builder import tarshards
+from wit_builder.outputs import atomic_write, piece_done
+from wit_builder.overlap.index import deserialize, to_device
+from wit_builder.overlap.matches import NEIGHBOURS_DIR, ROW_SCHEMA
+from wit_builder.overlap.methods import Embedder, Embedding
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+
+@dataclass(frozen=True)
+class Task:
+    """What every scoring task needs (picklable)."""
+
+    index: bytes
+    meta: list[tuple[str, str, int, str]]  # per index row: set, split, index, eval id
+    embedding: Embedding
+    k: int
+    batch_size: int
+    work_dir: str
+    device: str = "cpu"
+
+
+def neighbour_rows(task: Task, index: Any, vectors: np.ndarray,
+                   samples: list[tuple[str, str]], shard: str) -> list[dict[str, Any]]:
+    """One row per (sample, one of its k nearest eval images), with score and rank."""
+    if len(vectors) == 0 or index.ntotal == 0:
+        return []
+    scores, ids = index.search(vectors, min(task.k, index.ntotal))
+    rows = []
+    for (key, uid), row_scores, row_ids in zip(samples, scores, ids, strict=True):
+        for rank, (score, i) in enumerate(zip(row_scores, row_ids, strict=True)):
+            if i < 0:
+                continue
+            eval_set, split, eval_index, eval_id = task.meta[i]
+            rows.append({"kind": "neighbour", "uid": uid, "shard": shard, "key": key,
+                         "eval_set": eval_set, "eval_split": split, "eval_index": eval_index,
+                         "eval_id": eval_id, "score": float(score), "rank": rank + 1,
+                         "method": task.embedding.name})
+    return rows
+
+
+def score_shard(path: str, task: Task, embedder: Embedder, index: Any) -> list[dict[str, Any]]:
+    """Neighbour rows and counters of one pool shard."""
+    shard = Path(path).name
+    rows: list[dict[str, Any]] = []
+    batch: list[tuple[str, str, bytes]] = []
+    scanned = unreadable = 0
+    for key, uid, data in tarshards.images(path):
+        scanned += 1
+        if data is None:
+            unreadable += 1
+            continue
+        batch.append((key, uid, data))
+        if len(batch) == task.batch_size:
+            unreadable += flush(batch, task, embedder, index, shard, rows)
+    unreadable += flush(batch, task, embedder, index, shard, rows)
+    counts = {"scanned": scanned, "unreadable": unreadable}
+    return rows + [{"kind": "count", "shard": shard, "key": name, "n": n}
+                   for name, n in counts.items()]
+
+
+def flush(batch: list[tuple[str, str, bytes]], task: Task, embedder: Embedder, index: Any,
+          shard: str, rows: list[dict[str, Any]]) -> int:
+    """Embed and search a batch (emptied); returns how many images did not decode."""
+    if not batch:
+        return 0
+    vectors, ok = embedder.encoded([b for _, _, b in batch])
+    rows += neighbour_rows(task, index, vectors, [(batch[i][0], batch[i][1]) for i in ok],
+                           shard)
+    bad = len(batch) - len(ok)
+    batch.clear()
+    return bad
+
+
+def scores_file(work_dir: str | Path, shard_path: str) -> Path:
+    """Where the scores of the pool shard `shard_path` are saved."""
+    return Path(work_dir) / NEIGHBOURS_DIR / f"{Path(shard_path).name}.parquet"
+
+
+def score_partition(batches: Iterable[pa.RecordBatch], task: Any) -> Iterator[pa.RecordBatch]:
+    """``mapInArrow`` body: a ``path`` column of pool shards in, (path, rows scored) out;
+    the scores go to files (`scores_file`)."""
+    task, embedder, index = task.value, None, None
+    for batch in batches:
+        done = []
+        for path in batch.column("path").to_pylist():
+            saved = scores_file(task.work_dir, path)
+            if not piece_done(saved):  # else scored by an earlier run
+                if embedder is None:  # loaded once per task, and only with work to do
+                    embedder = Embedder(task.embedding, task.device)
+                    index = to_device(deserialize(task.index, task.embedding.binary),
+                                      task.device)
+                save_rows(saved, score_shard(path, task, embedder, index))
+            done.append(path)
+        yield pa.RecordBatch.from_pydict({"path": done}, schema=pa.schema([("path", pa.string())]))
+
+
+def save_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write a finished shard's rows atomically (the shard's completion mark)."""
+    table = pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def run_scoring(spark: SparkSession, paths: list[str], task: Task) -> int:
+    """Score every shard not scored yet in the task's directory, one Spark task each;
+    the shards done."""
+    files = spark.createDataFrame([(p,) for p in paths], "path string").repartition(len(paths))
+    body = functools.partial(score_partition, task=spark.sparkContext.broadcast(task))
+    return files.mapInArrow(body, "path string").count()
