@@ -97,7 +97,7 @@ def export_detector(directory: Path, size: int) -> None:
 
     directory.mkdir(parents=True, exist_ok=True)
     model = detector.CopyDetector()
-    detector.export(model, size).save(str(directory / "model.pt"))
+    detector.save(detector.export(model, size), directory / "model.pt2")
     info = detector.describe("resnet18", DIM, size, 0.9)
     (directory / "detector.json").write_text(json.dumps(info))
 
@@ -113,7 +113,7 @@ def bench_embed(rounds: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         export_detector(Path(tmp), 224)
         embedder = Embedder(parse_method(f"detector:{tmp}"), "cpu")
-        model = torch.jit.load(str(Path(tmp) / "model.pt")).eval()
+        model = torch.export.load(str(Path(tmp) / "model.pt2")).module()
     transform = v2.Compose([v2.PILToTensor(), v2.Resize((224, 224), antialias=True),
                             v2.ToDtype(torch.float32, scale=True),
                             v2.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])

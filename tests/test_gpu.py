@@ -62,7 +62,7 @@ def test_overlap_on_cuda_finds_what_the_cpu_finds(tmp_path, spark):
     torch.manual_seed(0)
     model_dir = tmp_path / "detector"
     model_dir.mkdir()
-    detector.export(detector.CopyDetector(), 64).save(str(model_dir / "model.pt"))
+    detector.save(detector.export(detector.CopyDetector(), 64), model_dir / "model.pt2")
     (model_dir / "detector.json").write_text(json.dumps(
         detector.describe("resnet18", 256, 64, 0.999)))
     test = load_digits_set().test

@@ -204,11 +204,11 @@ def detector_dir(pool, tmp_path_factory):
     return out
 
 
-def test_detector_is_torchscript_with_its_description(detector_dir):
+def test_detector_is_an_exported_program_with_its_description(detector_dir):
     info = json.loads((detector_dir / "detector.json").read_text())
     assert (info["arch"], info["dim"], info["input_size"]) == ("resnet18", 256, 64)
     assert 0 < info["threshold"] < 1 and info["check"]["images"] == 17  # one is broken
-    model = torch.jit.load(str(detector_dir / "model.pt"))
+    model = torch.export.load(str(detector_dir / "model.pt2")).module()
     vectors = model(torch.randn(3, 3, 64, 64))
     assert vectors.shape == (3, 256)
     assert torch.allclose(vectors.norm(dim=1), torch.ones(3), atol=1e-5)
@@ -222,12 +222,15 @@ def test_detector_is_torchscript_with_its_description(detector_dir):
 def test_detector_and_torchscript_methods_share_one_path(pool, detector_dir, spark, tmp_path):
     """`detector:DIR` matches exactly the planted copies, each with its source among its 3
     nearest (a 30-step detector tells photos from digits, not yet digit from digit); the
-    same TorchScript file given as `torchscript:PATH` with the detector's input size gives
-    the same matches."""
+    same network as a TorchScript file, given as `torchscript:PATH` with the detector's
+    input size, gives the same matches."""
     shards, planted = pool
+    program = torch.export.load(str(detector_dir / "model.pt2")).module()
+    scripted = tmp_path / "detector.ts"
+    torch.jit.trace(program, torch.zeros(2, 3, 64, 64)).save(str(scripted))
     runs = {}
     for spec, extra in ((f"detector:{detector_dir}", {}),
-                        (f"torchscript:{detector_dir / 'model.pt'}", {"input_size": 64})):
+                        (f"torchscript:{scripted}", {"input_size": 64})):
         cfg = OverlapConfig(shards=shards, out=tmp_path / spec.split(":")[0], method=spec,
                             threshold=0.99, k=3, **extra)
         matches = pq.read_table(overlap_job.run(cfg, spark).out_dir / "overlap.parquet")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import random
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ from torch import nn
 from torchvision.transforms import v2
 
 from wit_builder import tarshards
+from wit_builder.outputs import atomic_write
 from wit_builder.overlap.calibrate import encode
 from wit_builder.overlap.configs import IMAGENET_MEAN, IMAGENET_STD
 from wit_builder.overlap.methods import decode, square_transform
@@ -133,15 +135,19 @@ def distinct_pairs(shards: list[str], size: int, count: int, seed: int
     return pairs
 
 
-def export(model: CopyDetector, size: int) -> torch.jit.ScriptModule:
-    """The model in eval mode on the CPU as TorchScript (traced on a size×size batch)."""
-    import warnings
-
+def export(model: CopyDetector, size: int) -> torch.export.ExportedProgram:
+    """The model in eval mode on the CPU as an exported program (`torch.export`) taking
+    any batch of size×size images."""
     model = model.eval().cpu()
-    with torch.no_grad(), warnings.catch_warnings():
-        # TorchScript is the exchange format here (SSCD's models ship as TorchScript)
-        warnings.simplefilter("ignore", FutureWarning)
-        return torch.jit.trace(model, torch.zeros(2, 3, size, size))
+    batch = torch.export.Dim("batch", min=1, max=1 << 16)
+    with torch.no_grad():
+        return torch.export.export(model, (torch.zeros(2, 3, size, size),),
+                                   dynamic_shapes={"images": {0: batch}})
+
+
+def save(program: torch.export.ExportedProgram, path: Any) -> None:
+    """Write an exported program (``model.pt2``) atomically."""
+    atomic_write(Path(path), lambda tmp: torch.export.save(program, str(tmp)))
 
 
 def suggest_threshold(positives: np.ndarray, negatives: np.ndarray) -> float:

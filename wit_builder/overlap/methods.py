@@ -4,7 +4,8 @@ neighbours count as copies.
 * ``phash`` — 64-bit pHash, Hamming distance in a faiss binary index; a match is a
   distance ≤ threshold (default 4 bits). Robust to resizing and re-encoding, not to crops.
 * ``detector:DIR`` — the project's copy detector (`detector`, a `wit overlap
-  train-detector` output): TorchScript + ``detector.json`` (input size, normalization,
+  train-detector` output): a `torch.export` program (``model.pt2``; older outputs'
+  TorchScript ``model.pt`` still load) + ``detector.json`` (input size, normalization,
   suggested threshold).
 * ``torchscript:PATH`` — any TorchScript image descriptor (SSCD's published models, for
   example); input size, mean and std come from the config (``--set input_size=288``).
@@ -34,7 +35,8 @@ from wit_builder.overlap.configs import IMAGENET_MEAN, IMAGENET_STD
 DEFAULT_THRESHOLDS = {"phash": 4.0, "torchscript": 0.8, "clip": 0.95}
 DEFAULT_NEAR = {True: 4.0, False: 0.05}  # binary (bits) / cosine
 DETECTOR_FILE = "detector.json"
-DETECTOR_MODEL = "model.pt"
+DETECTOR_MODEL = "model.pt2"  # a torch.export program
+LEGACY_DETECTOR_MODEL = "model.pt"  # TorchScript, as detectors were saved before
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,8 @@ def configured(method: Method, threshold: float | None, settings: dict[str, Any]
 def detector_method(spec: str, directory: Path) -> Method:
     """The method of a `wit overlap train-detector` output directory."""
     described, model = directory / DETECTOR_FILE, directory / DETECTOR_MODEL
+    if not model.is_file():
+        model = directory / LEGACY_DETECTOR_MODEL
     if not (described.is_file() and model.is_file()):
         raise ConfigError(f"method {spec!r}: {directory} is not a `wit overlap "
                           f"train-detector` output (needs {DETECTOR_FILE} and {DETECTOR_MODEL})")
@@ -201,7 +205,7 @@ class Embedder:
         if method.kind == "clip":
             self.encode = self._clip_encoder()
         elif method.kind in ("torchscript", "detector"):
-            self.encode = self._torchscript_encoder()
+            self.encode = self._model_encoder()
 
     def _clip_encoder(self) -> Callable[[list[Image.Image]], np.ndarray]:
         import torch
@@ -214,10 +218,10 @@ class Embedder:
         return lambda images: self._run(lambda x: model.encode_image(x, normalize=True),
                                         transform, images)
 
-    def _torchscript_encoder(self) -> Callable[[list[Image.Image]], np.ndarray]:
+    def _model_encoder(self) -> Callable[[list[Image.Image]], np.ndarray]:
         import torch
 
-        model = load_torchscript(self.method.path, self.device)
+        model = load_model(self.method.path, self.device)
         transform = square_transform(self.method.input_size, self.method.mean,
                                      self.method.std)
         return lambda images: self._run(
@@ -267,6 +271,24 @@ def decode(blob: bytes) -> Image.Image | None:
         return Image.open(io.BytesIO(blob)).convert("RGB")
     except (OSError, ValueError, Image.DecompressionBombError):
         return None
+
+
+def load_model(path: str, device: str) -> Any:
+    """An image descriptor: a `torch.export` program (``.pt2``: the project's copy
+    detector) or a TorchScript module (published descriptors such as SSCD's)."""
+    if not path.endswith(".pt2"):
+        return load_torchscript(path, device)
+    import torch
+
+    try:
+        program = torch.export.load(path)
+    except (RuntimeError, ValueError, KeyError, OSError) as e:
+        raise InputError(f"{path} is not an exported torch program: {e}") from None
+    if device != "cpu":
+        from torch.export.passes import move_to_device_pass
+
+        program = move_to_device_pass(program, device)
+    return program.module()
 
 
 def load_torchscript(path: str, device: str) -> Any:

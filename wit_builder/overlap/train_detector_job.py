@@ -1,7 +1,7 @@
 """`wit overlap train-detector`: train the copy detector (`detector`, `training`) on pool
 images.
 
-Outputs ``model.pt`` (TorchScript), ``detector.json`` (input size, normalization,
+Outputs ``model.pt2`` (a `torch.export` program), ``detector.json`` (input size, normalization,
 dimension, suggested threshold, the similarity check it came from), ``train_log.jsonl``
 (loss per logged step) and `stats.json`. Rows are images drawn for training (with
 repetition: the pool is cycled); unreadable ones are dropped and counted.
@@ -34,7 +34,7 @@ def build(work: Path, cfg: TrainDetectorConfig) -> StageStats:
     device = resolve_device(cfg.device)
     model, counts = training.train(cfg, work, device)
     checked = training.check(cfg, model, device)
-    detector.export(model, cfg.image_size).save(str(work / DETECTOR_MODEL))
+    detector.save(detector.export(model, cfg.image_size), work / DETECTOR_MODEL)
     info = detector.describe(cfg.arch, cfg.dim, cfg.image_size, checked["threshold"],
                              steps=cfg.steps, check=checked["check"])
     (work / DETECTOR_FILE).write_text(json.dumps(info, indent=2) + "\n")
