@@ -27,6 +27,7 @@ import time
 import zlib
 from collections import Counter
 from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 import pyarrow as pa
@@ -129,6 +130,8 @@ def build_files() -> dict[str, tuple[str, bytes]]:
     files["/bomb.png"] = ("image/png", bomb_png())
     files["/small.png"] = ("image/png", encode(photo("astronaut").resize((16, 16)), "PNG"))
     files["/wide.jpg"] = ("image/jpeg", encode(photo("coffee").resize((1000, 50)), "JPEG"))
+    files["/Mein Foto.jpg"] = ("image/jpeg", jpeg)  # sent as /Mein%20Foto.jpg
+    files["/bild-ä.jpg"] = ("image/jpeg", jpeg)  # sent as /bild-%C3%A4.jpg
     files.update(copy_files(files))
     return files
 
@@ -144,7 +147,11 @@ ROUTES = {
     "/truncated.jpg": "decode_error", "/bad-header.jpg": "decode_error",
     "/html.jpg": "not_an_image", "/bomb.png": "too_large",
     "/small.png": "too_small", "/wide.jpg": "bad_aspect",
+    "/Mein Foto.jpg": "success", "/bild-ä.jpg": "success",
+    "/tarpit.jpg": "timeout", "/endless.jpg": "too_large", "/declared-huge.jpg": "too_large",
+    "/redirect-loop": "too_many_redirects", "/to-file": "blocked_scheme",
 }
+TARPIT_BYTES_PER_S = 16  # /tarpit.jpg drips its body this slowly, forever
 
 
 class ImageServer:
@@ -173,7 +180,7 @@ class ImageServer:
         threading.Thread(target=self.http.serve_forever, daemon=True).start()
 
     def respond(self, h: http.server.BaseHTTPRequestHandler) -> None:
-        path = h.path.split("?", 1)[0]  # a query string names a copy of the same file
+        path = unquote(h.path.split("?", 1)[0])  # a query string names a copy of the file
         if path == self.hold and not self.released.is_set():
             self.arrived.set()
             self.released.wait()
@@ -181,12 +188,18 @@ class ImageServer:
             hops = int(path.rsplit("/", 1)[1])
             target = f"/redirect/{hops - 1}" if hops > 1 else "/photo/astronaut.jpg"
             return self.redirect(h, target)
+        if path == "/redirect-loop":
+            return self.redirect(h, "/redirect-loop")
+        if path == "/to-file":
+            return self.redirect(h, "file:///etc/passwd")
         if path == "/to-private":
             return self.redirect(h, f"http://127.0.0.2:{self.port}/photo/astronaut.jpg")
         if path == "/flaky.jpg" and self.requests[path] == 1:
             return self.send(h, 500, "text/plain", b"try again")
         if path == "/slow.jpg":
             time.sleep(SLOW_SECONDS)
+        if path in ("/tarpit.jpg", "/endless.jpg", "/declared-huge.jpg"):
+            return self.stream(h, path)
         if path not in self.files:
             return self.send(h, 404, "text/plain", b"not found")
         ctype, body = self.files[path]
@@ -203,6 +216,23 @@ class ImageServer:
         h.end_headers()
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             h.wfile.write(body)  # fails when the client gave up (the timeout case)
+
+    @staticmethod
+    def stream(h, path: str) -> None:
+        """A body that never ends: dripped (tarpit), as fast as possible (endless), or
+        declared far over any cap."""
+        h.send_response(200)
+        h.send_header("Content-Type", "image/jpeg")
+        if path == "/declared-huge.jpg":
+            h.send_header("Content-Length", str(10 * 2**30))
+        h.end_headers()
+        chunk = b"\xff" * (1 if path == "/tarpit.jpg" else 1 << 16)
+        with contextlib.suppress(OSError):  # until the client gives up
+            while True:
+                h.wfile.write(chunk)
+                h.wfile.flush()
+                if path == "/tarpit.jpg":
+                    time.sleep(1 / TARPIT_BYTES_PER_S)
 
     @staticmethod
     def redirect(h, location: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import reprlib
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -107,14 +108,26 @@ def read_yaml_section(path: Path, stage: str) -> dict[str, Any]:
     return {k.replace("-", "_"): v for k, v in section.items()}
 
 
-def format_validation_error(err: ValidationError) -> str:
-    """One line: `invalid configuration: key: problem (got value); key2: ...`."""
+def excerpt(value: Any) -> str:
+    """A bounded repr of a config value: a YAML file can hold a value that expands to
+    gigabytes (nested aliases), so nested levels, long lists and strings are cut."""
+    shown = reprlib.Repr()
+    shown.maxlevel, shown.maxlist, shown.maxdict, shown.maxstring, shown.maxother = (
+        3, 6, 6, 80, 80)
+    return shown.repr(value)
+
+
+def format_validation_error(err: ValidationError, most: int = 5) -> str:
+    """One line: `invalid configuration: key: problem (got value); key2: ...` (the first
+    `most` problems, values shown as bounded excerpts)."""
     lines = []
-    for e in err.errors():
+    errors = err.errors()
+    for e in errors[:most]:
         key = ".".join(str(p) for p in e["loc"]) or "<config>"
-        got = f" (got {e['input']!r})" if e["type"] != "missing" else ""
+        got = f" (got {excerpt(e['input'])})" if e["type"] != "missing" else ""
         lines.append(f"{key}: {e['msg']}{got}")
-    return "invalid configuration: " + "; ".join(lines)
+    more = f"; and {len(errors) - most} more" if len(errors) > most else ""
+    return "invalid configuration: " + "; ".join(lines) + more
 
 
 def load_config(

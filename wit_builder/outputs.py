@@ -39,22 +39,36 @@ log = logging.getLogger(__name__)
 
 
 def read_marker(out_dir: Path) -> dict[str, Any] | None:
-    """The parsed `_SUCCESS` marker of `out_dir`, or None if there is none."""
+    """The parsed `_SUCCESS` marker of `out_dir`, or None if there is none; `InputError`
+    if it is torn or not a JSON object."""
     marker = out_dir / MARKER
     if not marker.is_file():
         return None
-    return json.loads(marker.read_text())
+    try:
+        data = json.loads(marker.read_text())
+    except (ValueError, UnicodeDecodeError):
+        data = None
+    if not isinstance(data, dict):
+        raise InputError(f"{marker} is torn or not a marker (not a JSON object): "
+                         f"{out_dir} is not a finished wit output")
+    return data
+
+
+def marker_or_none(out_dir: Path) -> dict[str, Any] | None:
+    """`read_marker`, with a torn marker read as none (the directory is then not a
+    finished output)."""
+    try:
+        return read_marker(out_dir)
+    except InputError:
+        return None
 
 
 def finished(out_dir: Path | str, *stages: str) -> dict[str, Any]:
     """The marker of `out_dir` if it is a finished output of one of `stages`;
     `InputError` (one message for every reader) otherwise."""
     path = Path(out_dir)
-    try:
-        marker = read_marker(path)
-    except (OSError, ValueError):
-        marker = None
-    if not isinstance(marker, dict) or marker.get("stage") not in stages:
+    marker = marker_or_none(path)
+    if marker is None or marker.get("stage") not in stages:
         wanted = " or ".join(f"`wit {s}`" for s in stages)
         raise InputError(f"{path} is not a finished {wanted} output")
     return marker
@@ -91,7 +105,7 @@ def check_existing(out_dir: Path, stage: str, chash: str, overwrite: bool
     """Decide what to do with an existing `out_dir` (see module docstring)."""
     if not out_dir.exists() or (out_dir.is_dir() and not any(out_dir.iterdir())):
         return "run"
-    marker = read_marker(out_dir)
+    marker = marker_or_none(out_dir)
     if marker is not None and marker.get("config_hash") == chash:
         return "skip"
     if overwrite:
@@ -138,6 +152,11 @@ def _work_dir(out_dir: Path, chash: str, resumable: bool) -> Path:
     work = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
     work.mkdir()
     return work
+
+
+def holds_files(directory: Path) -> bool:
+    """True if `directory` holds a file anywhere below it (folders alone do not count)."""
+    return any(p.is_file() for p in directory.rglob("*"))
 
 
 def _swap_into_place(tmp: Path, out_dir: Path) -> None:
@@ -191,7 +210,7 @@ def run_stage(
         marker = write_marker(tmp, stage, chash, cfg, stats)
         _swap_into_place(tmp, out_dir)
     except BaseException:
-        if not resumable:
+        if not resumable or not holds_files(tmp):  # nothing finished there to resume
             shutil.rmtree(tmp, ignore_errors=True)
         raise
     stats.print()

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from wit_builder import stages, tarshards
 from wit_builder.clip.rundir import last_checkpoint
-from wit_builder.config import format_validation_error, read_yaml
+from wit_builder.config import excerpt, format_validation_error, read_yaml
 from wit_builder.errors import ConfigError
 from wit_builder.outputs import StageResult
 from wit_builder.overlap.matches import filtered_pattern
@@ -70,6 +70,12 @@ def read_pipeline(path: Path) -> dict[str, Any]:
     unknown = sorted(set(data) - set(ORDER) - OTHER_KEYS)
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {unknown}; stages are {list(ORDER)}")
+    for name in [s for s in ORDER if s in data] + ["demo"]:
+        if data.get(name) is not None and not isinstance(data[name], dict):
+            raise ConfigError(f"{path}: section {name!r} must be a mapping of keys, got "
+                              f"{type(data[name]).__name__}")
+    if "out" in data and not isinstance(data["out"], str):
+        raise ConfigError(f"{path}: out must be a directory name, got {excerpt(data['out'])}")
     return data
 
 
@@ -89,6 +95,10 @@ def run(path: Path, out: Path | None = None, overrides: dict[str, dict] | None =
     """Run every stage with a section in the file at `path` (see module docstring);
     `overrides` adds keys per stage, `announce(stage, result)` is told after each."""
     data = read_pipeline(path)
+    absent = sorted(set(overrides or {}) - {s for s in ORDER if s in data})
+    if absent:
+        raise ConfigError(f"--set {absent[0]}.…: {path} has no {absent[0]!r} stage to set "
+                          f"(its stages: {', '.join(s for s in ORDER if s in data)})")
     root = Path(out or data.get("out") or "wit_out")
     done = Done()
     for stage in ORDER:

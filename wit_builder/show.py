@@ -22,12 +22,13 @@ from wit_builder.images.manifest import MANIFEST_FILE
 from wit_builder.outputs import StageResult, read_marker
 from wit_builder.overlap.report import HTML_FILE
 from wit_builder.querylist.entries import ENTRIES_FILE
+from wit_builder.terminal import safe
 
 
 def entries_table(path: Path, per_source: int) -> Table:
     """The first `per_source` entries of each source of an `entries.parquet`."""
     table = pq.read_table(path)
-    view = Table(title=f"{path} ({table.num_rows:,} entries)")
+    view = Table(title=f"{safe(path)} ({table.num_rows:,} entries)")
     for col in ("entry_id", "entry", "source", "count", "score"):
         view.add_column(col)
     for source in pc.unique(table["source"]).to_pylist():
@@ -35,7 +36,7 @@ def entries_table(path: Path, per_source: int) -> Table:
         for row in rows.to_pylist():
             score = "" if row["score"] is None else f"{row['score']:.2f}"
             count = "" if row["count"] is None else f"{row['count']:,}"
-            view.add_row(str(row["entry_id"]), row["entry"], source, count, score)
+            view.add_row(str(row["entry_id"]), safe(row["entry"]), safe(source), count, score)
     return view
 
 
@@ -51,7 +52,7 @@ def pairs_table(path: Path, rows: int) -> Table:
     dataset = pq.ParquetDataset(path)
     columns = [c for c in PAIR_PREVIEW if c in dataset.schema.names]
     table = dataset.read(columns=columns)
-    view = Table(title=f"{path} ({table.num_rows:,} pairs)")
+    view = Table(title=f"{safe(path)} ({table.num_rows:,} pairs)")
     for col in columns:
         view.add_column(col, overflow="fold", max_width=60 if col in ("text", "url") else 20)
     for row in table.slice(0, rows).to_pylist():
@@ -62,7 +63,7 @@ def pairs_table(path: Path, rows: int) -> Table:
 def rows_table(path: Path, columns: tuple[str, ...], rows: int) -> Table:
     """The first `rows` rows of a Parquet file or dataset, in `columns`."""
     table = pq.ParquetDataset(path).read(columns=list(columns))
-    view = Table(title=f"{path} ({table.num_rows:,} rows)")
+    view = Table(title=f"{safe(path)} ({table.num_rows:,} rows)")
     for col in columns:
         view.add_column(col, overflow="fold", max_width=50)
     for row in table.slice(0, rows).to_pylist():
@@ -71,9 +72,10 @@ def rows_table(path: Path, columns: tuple[str, ...], rows: int) -> Table:
 
 
 def _cell(value: object) -> str:
+    """A table cell: floats to 3 decimals, web text made safe for the terminal."""
     if isinstance(value, float):
         return f"{value:.3f}"
-    return "" if value is None else str(value)
+    return "" if value is None else safe(value)
 
 
 def show(out_dir: Path, per_source: int = 5, console: Console | None = None) -> None:
@@ -82,14 +84,15 @@ def show(out_dir: Path, per_source: int = 5, console: Console | None = None) -> 
     marker = read_marker(out_dir)
     if marker is None:
         raise InputError(f"{out_dir} has no _SUCCESS marker: not a finished wit output")
-    stats = marker["stats"]
-    console.print(f"[bold]{marker['stage']}[/] {out_dir} config {marker['config_hash']} "
-                  f"finished {marker['finished_at']}: rows in {stats['rows_in']:,}, "
-                  f"out {stats['rows_out']:,}")
+    stats = marker.get("stats") if isinstance(marker.get("stats"), dict) else {}
+    console.print(f"[bold]{safe(marker.get('stage'))}[/] {safe(out_dir)} config "
+                  f"{safe(marker.get('config_hash'))} finished "
+                  f"{safe(marker.get('finished_at'))}: rows in {stats.get('rows_in', 0):,}, "
+                  f"out {stats.get('rows_out', 0):,}")
     for reason, n in stats.get("drops", {}).items():
-        console.print(f"  dropped {n:,} × {reason}")
+        console.print(f"  dropped {n:,} × {safe(reason)}")
     for line in stats.get("notices", []):
-        console.print(f"  [yellow]note:[/] {line}", highlight=False, soft_wrap=True)
+        console.print(f"  [yellow]note:[/] {safe(line)}", highlight=False, soft_wrap=True)
     if (out_dir / ENTRIES_FILE).is_file():
         console.print(entries_table(out_dir / ENTRIES_FILE, per_source))
     if (out_dir / PAIRS_FILE).exists():
@@ -108,20 +111,21 @@ def announce(result: StageResult, console: Console) -> None:
         print_eval(read_results(result.out_dir), console)
     stats = result.marker.get("stats", {})
     verb = "done" if result.status == "ran" else "already complete (skipped)"
-    console.print(f"[green]{stage}[/] {verb}: {result.out_dir} "
+    console.print(f"[green]{safe(stage)}[/] {verb}: {safe(result.out_dir)} "
                   f"(rows in {stats.get('rows_in', 0):,}, out {stats.get('rows_out', 0):,})")
     if result.status == "skipped":
         for line in stats.get("notices", []):
-            console.print(f"[yellow]note:[/] {line}", highlight=False)
+            console.print(f"[yellow]note:[/] {safe(line)}", highlight=False)
     if stage == "report":
-        console.print(f"report: {result.out_dir / HTML_FILE} (and report.md, report.json)")
+        console.print(f"report: {safe(result.out_dir / HTML_FILE)} (and report.md, "
+                      "report.json)")
     if stage == "train":
-        console.print(f"checkpoint: {last_checkpoint(result.marker)}")
+        console.print(f"checkpoint: {safe(last_checkpoint(result.marker))}")
 
 
 def print_eval(results: dict[str, Any], console: Console) -> None:
     """One table row per set: zero-shot and linear-probe scores."""
-    table = Table(title=f"{results['model']} — {results['checkpoint']}")
+    table = Table(title=f"{safe(results['model'])} — {safe(results['checkpoint'])}")
     for column in ("set", "classes", "test images", "zero-shot top1", "top5",
                    "mean per-class recall", "linear probe top1", "unreadable"):
         table.add_column(column)
@@ -129,7 +133,7 @@ def print_eval(results: dict[str, Any], console: Console) -> None:
         zs, probe = r["zero_shot"], r.get("linear_probe", {})
         top5 = next((v for k, v in zs.items() if k.startswith("top") and k != "top1"), None)
         cells = [zs["top1"], top5, zs["mean_per_class_recall"], probe.get("top1")]
-        table.add_row(name, str(r["classes"]), str(r["test_images"]),
+        table.add_row(safe(name), str(r["classes"]), str(r["test_images"]),
                       *("—" if v is None else f"{v:.3f}" for v in cells),
                       str(r["unreadable_images"]))
     console.print(table)

@@ -13,6 +13,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from wit_builder.terminal import safe
+
 
 @dataclass
 class StageStats:
@@ -58,8 +60,8 @@ class StageStats:
         table.add_column("drop reason")
         table.add_column("rows", justify="right")
         for reason, n in sorted(self.drops.items()):
-            table.add_row(reason, f"{n:,}")
+            table.add_row(safe(reason), f"{n:,}")
         console = console or Console(stderr=True)
         console.print(table)
         for line in self.notices:
-            console.print(f"[yellow]note:[/] {line}", highlight=False)
+            console.print(f"[yellow]note:[/] {safe(line)}", highlight=False)

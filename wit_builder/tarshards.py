@@ -18,8 +18,10 @@ import glob
 import io
 import json
 import os
+import re
 import tarfile
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +46,32 @@ def pattern(directory: Path | str) -> str:
     return f"{directory}/*.tar"
 
 
+def shard_ids(paths: Sequence[str]) -> list[str]:
+    """A unique, stable name per shard path: its file name when those are unique, else
+    its last path components joined by ``_`` (``a/00000.tar`` and ``b/00000.tar`` →
+    ``a_00000.tar``, ``b_00000.tar``), as few as make every name unique."""
+    parts = [Path(p).parts for p in paths]
+    for depth in range(1, max((len(p) for p in parts), default=1) + 1):
+        names = ["_".join(p[-depth:]).lstrip("_/") for p in parts]
+        if len(set(names)) == len(names):
+            return names
+    raise InputError(f"the same shard is listed twice: {sorted(paths)[0]}")
+
+
 def split_key(name: str) -> tuple[str, str] | None:
     """(key, extension) of a member name, or None if it has no extension."""
     key, dot, ext = name.partition(".")
     return (key, ext) if dot and key else None
+
+
+# A uid names files (``UID.jpg``): letters, digits, ``_`` and ``-`` only, so it can be
+# neither a path (``../``) nor split into key and extension at a dot.
+UID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+def is_valid_uid(uid: Any) -> bool:
+    """True if `uid` may be used as a sample key (`UID_PATTERN`)."""
+    return isinstance(uid, str) and UID_PATTERN.fullmatch(uid) is not None
 
 
 def is_image(ext: str) -> bool:
@@ -83,16 +107,40 @@ def expand(spec: str | Sequence[str]) -> list[str]:
     return urls
 
 
-def samples(path: str) -> Iterator[tuple[str, Members, tarfile.TarFile]]:
-    """(key, {extension: member}, open tar) per sample of a tar, in tar order."""
-    with tarfile.open(path) as tar:
-        current, members = None, {}
+@dataclass
+class Damage:
+    """What reading a tar had to skip: bytes of unreadable headers (the members they
+    announced are lost; their samples come out incomplete) and repeated keys (the same
+    key twice in a row: two samples, never one silently replacing the other)."""
+
+    skipped_bytes: int = 0
+    repeated_keys: int = 0
+
+
+def _padded(size: int) -> int:
+    return -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+
+
+def samples(path: str, damage: Damage | None = None
+            ) -> Iterator[tuple[str, Members, tarfile.TarFile]]:
+    """(key, {extension: member}, open tar) per sample of a tar, in tar order.
+
+    A damaged header mid-tar does not end the iteration (tarfile's default): the blocks
+    are skipped to the next readable header and counted in `damage`. A truncated tar
+    raises `tarfile.ReadError` after the samples before the cut.
+    """
+    damage = damage if damage is not None else Damage()
+    with tarfile.open(path, ignore_zeros=True) as tar:
+        current, members, expected = None, {}, 0
         for member in tar:
+            damage.skipped_bytes += max(0, member.offset - expected)
+            expected = member.offset_data + _padded(member.size)
             parts = split_key(member.name) if member.isfile() else None
             if parts is None:
                 continue
             key, ext = parts
-            if key != current and current is not None:
+            if current is not None and (key != current or ext in members):
+                damage.repeated_keys += key == current
                 yield current, members, tar
                 members = {}
             current = key
@@ -133,13 +181,19 @@ def read_sample(path: str, key: str) -> tuple[bytes | None, dict[str, Any]]:
 
 
 def write_tar(path: Path, members: Iterable[tuple[str, bytes]]) -> int:
-    """Write the tar `path` atomically from (member name, bytes); members written."""
+    """Write the tar `path` atomically from (member name, bytes); members written.
+    `ValueError` for a member name given twice (readers would see one sample replace
+    another): callers deduplicate first."""
     count = 0
+    names: set[str] = set()
 
     def write(tmp: Path) -> None:
         nonlocal count
         with tarfile.open(tmp, "w") as tar:
             for name, data in members:
+                if name in names:
+                    raise ValueError(f"{path}: member {name!r} written twice")
+                names.add(name)
                 info = tarfile.TarInfo(name)
                 info.size, info.mtime, info.mode = len(data), 0, 0o644
                 tar.addfile(info, io.BytesIO(data))

@@ -24,6 +24,7 @@ from wit_builder import __version__, stages
 from wit_builder.cli.options import stage_command
 from wit_builder.errors import WitError
 from wit_builder.spark import active_spark, stop_quietly
+from wit_builder.terminal import safe, visible
 
 app = typer.Typer(
     help="WIT builder: build CLIP's WIT dataset (query list → curation → shards → CLIP).",
@@ -64,7 +65,7 @@ def fail(message: str, code: int, spark_before: Any = None) -> None:
     if context is not None and context is not spark_before \
             and "PYSPARK_GATEWAY_PORT" not in os.environ:  # spark-submit stops its own
         stop_quietly(context)
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {safe(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -89,9 +90,17 @@ def main(
     # (a Ctrl-C mid-job prints four tracebacks); the failure itself reaches us as an
     # exception, so those records are dropped.
     handler.addFilter(lambda record: f"{os.sep}py4j{os.sep}" not in record.pathname)
+    handler.addFilter(visible_record)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
                         handlers=[handler])
     logging.getLogger("py4j").setLevel(logging.WARNING)
+
+
+def visible_record(record: logging.LogRecord) -> bool:
+    """Log lines carry paths and URLs: their control characters are shown as escapes
+    (the handler prints without markup)."""
+    record.msg, record.args = visible(record.getMessage()), None
+    return True
 
 
 def _runner(stage: stages.Stage) -> Callable[[Any], None]:
@@ -158,7 +167,7 @@ def demo(
     _, lines = demo_run.run(config, out, stage_overrides(set_), announce=announce)
     console.rule("demo summary")
     for line in lines:
-        console.print(line, highlight=False)
+        console.print(safe(line), highlight=False)
 
 
 @app.command()

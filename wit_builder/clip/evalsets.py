@@ -17,6 +17,7 @@ metadata, not retyped) unless the set has its own or ``--templates FILE`` is giv
 from __future__ import annotations
 
 import copy
+import os
 import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -142,12 +143,23 @@ def load_cifar(directory: Path, classes: int) -> EvalSet:
                    test=_cifar_split(test_files, key), train=_cifar_split(train_files, key))
 
 
-def _folder_split(directory: Path, classnames: list[str]) -> ImageSplit:
+def image_files(folder: Path) -> list[Path]:
+    """The images under `folder`, each file once: symlinked folders are not followed (a
+    link loop would list images again and again), and two paths to one file count once."""
+    found: dict[str, Path] = {}
+    for root, _, names in os.walk(folder):
+        for name in names:
+            path = Path(root) / name
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                found.setdefault(os.path.realpath(path), path)
+    return sorted(found.values())
+
+
+def _folder_split(directory: Path, folders: list[str]) -> ImageSplit:
+    """Images of `directory/<folder>/…`, labelled by the folder's position in `folders`."""
     paths, labels = [], []
-    for label, name in enumerate(classnames):
-        folder = directory / name.replace(" ", "_")
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) \
-            if folder.is_dir() else []
+    for label, name in enumerate(folders):
+        files = image_files(directory / name) if (directory / name).is_dir() else []
         paths += files
         labels += [label] * len(files)
     if not paths:
@@ -156,10 +168,16 @@ def _folder_split(directory: Path, classnames: list[str]) -> ImageSplit:
 
 
 def _class_folders(directory: Path) -> list[str]:
+    """The class folders' names, as they are on disk."""
     names = sorted(p.name for p in directory.iterdir() if p.is_dir())
     if not names:
         raise InputError(f"no class folders in {directory}")
-    return [n.replace("_", " ") for n in names]
+    return names
+
+
+def class_name(folder: str) -> str:
+    """The class name a folder stands for (``sea_lion`` and ``sea lion`` → "sea lion")."""
+    return folder.replace("_", " ")
 
 
 def load_imagefolder(directory: Path) -> EvalSet:
@@ -168,13 +186,13 @@ def load_imagefolder(directory: Path) -> EvalSet:
         raise InputError(f"not a directory: {directory}")
     test_dir = next((directory / d for d in ("test", "val") if (directory / d).is_dir()), None)
     if test_dir is not None and (directory / "train").is_dir():
-        classnames = _class_folders(directory / "train")
-        return EvalSet(directory.name, classnames, imagenet_templates(),
-                       test=_folder_split(test_dir, classnames),
-                       train=_folder_split(directory / "train", classnames))
-    classnames = _class_folders(directory)
-    return EvalSet(directory.name, classnames, imagenet_templates(),
-                   test=_folder_split(directory, classnames))
+        folders = _class_folders(directory / "train")
+        return EvalSet(directory.name, [class_name(f) for f in folders], imagenet_templates(),
+                       test=_folder_split(test_dir, folders),
+                       train=_folder_split(directory / "train", folders))
+    folders = _class_folders(directory)
+    return EvalSet(directory.name, [class_name(f) for f in folders], imagenet_templates(),
+                   test=_folder_split(directory, folders))
 
 
 # The set kinds `load_eval_set` reads (``digits`` takes no argument, the others a folder).

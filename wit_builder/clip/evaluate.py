@@ -38,11 +38,18 @@ from wit_builder.errors import ConfigError, InputError
 log = logging.getLogger(__name__)
 
 
-def load_model(path: Path, name: str | None, device: torch.device) -> tuple[CLIP, str]:
+NAME_HINT = "pass --model"
+UNNAMED_HINT = ("give a `wit train` checkpoint, or a state dict saved as "
+                "{'state_dict': ..., 'config': {'model': NAME}}")
+
+
+def load_model(path: Path, name: str | None, device: torch.device,
+               hint: str = NAME_HINT) -> tuple[CLIP, str]:
     """A CLIP with the checkpoint's weights, in eval mode, and its config name.
 
     Accepts `wit train` checkpoints (``state_dict`` + ``config``), open_clip training
-    checkpoints (``state_dict``, keys maybe prefixed ``module.``) and bare state dicts.
+    checkpoints (``state_dict``, keys maybe prefixed ``module.``) and bare state dicts;
+    one that does not name its model needs `name` (`hint` says how to give it).
     """
     state = checkpoint.load(path)
     weights = state.get("state_dict", state)
@@ -52,7 +59,7 @@ def load_model(path: Path, name: str | None, device: torch.device) -> tuple[CLIP
     weights = {k.removeprefix("module."): v for k, v in weights.items()}
     name = name or state.get("config", {}).get("model")
     if name is None:
-        raise ConfigError(f"{path} does not name its model: pass --model")
+        raise ConfigError(f"{path} does not name its model: {hint}")
     model = CLIP(get_config(name))
     problem = state_dict_mismatch(model, weights)
     if problem:

@@ -16,11 +16,12 @@ from typing import Any
 
 from wit_builder import pipeline
 from wit_builder.clip.results import read_results
-from wit_builder.config import read_yaml
+from wit_builder.config import excerpt, read_yaml
 from wit_builder.curate.balance import PLOTS_DIR
 from wit_builder.demo.excerpt import ensure_excerpt
 from wit_builder.demo.server import ImageServer
 from wit_builder.demo.web import WebImage, web_images, write_warcs
+from wit_builder.errors import ConfigError
 from wit_builder.images.manifest import read_manifest
 from wit_builder.outputs import read_stats
 from wit_builder.overlap.matches import read_matches
@@ -33,7 +34,18 @@ EXCERPTS = ".fixtures"  # where configs/demo.yaml expects the Wikipedia excerpt
 
 def demo_settings(config: Path) -> dict[str, Any]:
     """The config file's ``demo`` section (port)."""
-    return read_yaml(config).get("demo") or {}
+    section = read_yaml(config).get("demo") or {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"{config}: section 'demo' must be a mapping of keys")
+    return section
+
+
+def demo_port(config: Path) -> int:
+    """The image server's port from the ``demo`` section; `ConfigError` if it is not one."""
+    port = demo_settings(config).get("port", DEFAULT_PORT)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise ConfigError(f"{config}: demo.port must be a port number, got {excerpt(port)}")
+    return port
 
 
 def ensure_warcs(directory: Path, base: str, images: list[WebImage]) -> list[Path]:
@@ -84,19 +96,27 @@ def summary(out: Path, images: list[WebImage], done: pipeline.Done) -> list[str]
     return lines
 
 
+def demo_overrides(config: Path, warcs: list[Path], given: dict[str, dict]
+                   ) -> dict[str, dict]:
+    """`given` plus the demo web's WARCs for curation and the loopback allowance for
+    downloads (for the stages the config has)."""
+    added = {"curate": {"warc": [str(p) for p in warcs]},
+             "download": {"allow_network": LOOPBACK}}
+    sections = read_yaml(config)
+    return {**given, **{stage: {**keys, **given.get(stage, {})}
+                        for stage, keys in added.items() if stage in sections}}
+
+
 def run(config: Path, out: Path, overrides: dict[str, dict] | None = None,
         announce: Any = None) -> tuple[pipeline.Done, list[str]]:
     """Build and serve the web, run the pipeline (with `overrides` per stage); (what
     ran, summary lines)."""
-    port = int(demo_settings(config).get("port", DEFAULT_PORT))
+    port = demo_port(config)
     if "querylist" in read_yaml(config):  # its default dump is the fetched excerpt
         ensure_excerpt(Path(EXCERPTS))
     images = web_images()
     with ImageServer(images, port) as server:
         warcs = ensure_warcs(out / "web", server.url, images)
-        given = overrides or {}
-        overrides = {**given, "curate": {"warc": [str(p) for p in warcs],
-                                         **given.get("curate", {})},
-                     "download": {"allow_network": LOOPBACK, **given.get("download", {})}}
-        done = pipeline.run(config, out, overrides, announce)
+        done = pipeline.run(config, out, demo_overrides(config, warcs, overrides or {}),
+                            announce)
     return done, summary(out, images, done)

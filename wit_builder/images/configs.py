@@ -21,6 +21,10 @@ class DownloadConfig(SparkStageConfig):
 
     RUNTIME_FIELDS: ClassVar[frozenset[str]] = SparkStageConfig.RUNTIME_FIELDS | {
         "threads", "processes", "distributor", "retry_failed"}
+    # Fields that decide what a downloaded image is: a retry must use the finished run's.
+    IMAGE_FIELDS: ClassVar[tuple[str, ...]] = (
+        "pairs", "image_size", "resize_mode", "min_image_size", "max_aspect_ratio",
+        "max_pixels", "respect_opt_out")
 
     pairs: Path = Field(description="balance or curate output dir (or a pairs dataset)")
     image_size: int = Field(256, ge=8, description="short side after resizing (never "
@@ -34,7 +38,11 @@ class DownloadConfig(SparkStageConfig):
     max_pixels: int = Field(50_000_000, ge=1, description="largest declared pixel count "
                             "decoded (decompression bombs)")
     samples_per_shard: int = Field(10_000, ge=1, description="input rows per shard")
-    timeout: float = Field(10.0, gt=0, description="seconds per HTTP request")
+    timeout: float = Field(10.0, gt=0, description="seconds a connection may stay silent")
+    deadline: float = Field(60.0, gt=0, description="seconds for a whole request: connect, "
+                            "headers and body (a server dripping bytes is cut off: timeout)")
+    max_bytes: int = Field(32 * 2**20, ge=1, description="largest image body read, in bytes "
+                           "(checked against Content-Length and while streaming: too_large)")
     retries: int = Field(1, ge=0, description="extra attempts per failed URL")
     respect_opt_out: bool = Field(True, description="skip images whose X-Robots-Tag says "
                                   "noai, noimageai, noindex or noimageindex")
@@ -48,6 +56,13 @@ class DownloadConfig(SparkStageConfig):
     retry_failed: bool = Field(False, description="fetch again the transient failures "
                                "(timeout, 5xx, 429, connection reset) of the finished output "
                                "in --out, into extra shards")
+
+    def changed_image_fields(self, recorded: dict[str, Any]) -> list[str]:
+        """'key recorded → now' for each `IMAGE_FIELDS` value that differs from the
+        `recorded` config of a finished run."""
+        now = self.hashed_fields()
+        return [f"{k} {recorded.get(k)!r} → {now.get(k)!r}" for k in self.IMAGE_FIELDS
+                if recorded.get(k) != now.get(k)]
 
     @field_validator("allow_network", mode="before")
     @classmethod

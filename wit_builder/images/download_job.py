@@ -1,5 +1,5 @@
 """`wit download`: pairs → images in webdataset shards (`fetch`), every row accounted
-for (`failures`: ``failures.parquet`` and the stats; rows_in − Σ drops = rows_out).
+for (`failures`: ``failures/`` and the stats; rows_in − Σ drops = rows_out).
 
 Resumable: a killed run's finished shards are kept and the rest redone. ``--retry-failed``
 fetches the rows whose failure was transient (`outcomes.TRANSIENT`) again, into extra
@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from wit_builder.curate.pairs import pairs_input_fingerprint, read_pairs
+from wit_builder.errors import ConfigError
 from wit_builder.images import failures, fetch
 from wit_builder.images.configs import DownloadConfig
 from wit_builder.outputs import StageResult, amend, finished, run_stage
@@ -43,10 +44,11 @@ def download(work: Path, cfg: DownloadConfig, shards: dict[int, pa.Table],
 def build(work: Path, cfg: DownloadConfig, spark: SparkSession | None) -> StageStats:
     """Download every shard not yet finished in `work`, then account for every row."""
     pairs = read_pairs(cfg.pairs)
-    shards = fetch.plan_shards(pairs, cfg.samples_per_shard)
+    usable, dropped = failures.usable_pairs(pairs)
+    shards = fetch.plan_shards(usable, cfg.samples_per_shard)
     failed = download(work, cfg, shards, spark)
     failures.write_failures(work, failed)
-    return failures.stats_of(pairs.num_rows, failed, len(shards))
+    return failures.stats_of(pairs.num_rows, failed, len(shards), dropped)
 
 
 def retry_failed(cfg: DownloadConfig, spark: SparkSession | None) -> StageResult:
@@ -54,12 +56,15 @@ def retry_failed(cfg: DownloadConfig, spark: SparkSession | None) -> StageResult
     shards after the existing ones (see module docstring)."""
     out = cfg.out.absolute()
     marker = finished(out, STAGE)
+    if changed := cfg.changed_image_fields(marker["config"]):
+        raise ConfigError(f"--retry-failed must fetch as {out} was made; changed: "
+                          + ", ".join(changed))
     before = failures.read_failures(out)
     again = failures.transient(before)
     if again.num_rows == 0:
         log.info("no transient failure to retry in %s", out)
         return StageResult("skipped", out, marker)
-    pairs = read_pairs(cfg.pairs)
+    pairs, _ = failures.usable_pairs(read_pairs(cfg.pairs))
     pairs = pairs.filter(pc.is_in(pairs["uid"], again["uid"]))
     shards = fetch.plan_shards(pairs, cfg.samples_per_shard,
                                max(fetch.done_shards(out), default=-1) + 1)
@@ -69,9 +74,7 @@ def retry_failed(cfg: DownloadConfig, spark: SparkSession | None) -> StageResult
     merged = pa.concat_tables([kept, download(work, cfg, shards, spark)])
     fetch.move_shards(work, out, shards)
     shutil.rmtree(work)
-    stats = failures.stats_of(marker["stats"]["rows_in"], merged,
-                              marker["stats"].get("shards", 0) + len(shards))
-    stats.extra["retried"] = marker["stats"].get("retried", 0) + pairs.num_rows
+    stats = failures.retried_stats(marker["stats"], merged, len(shards), pairs.num_rows)
     failures.write_failures(out, merged)
     stats.print()
     return StageResult("ran", out, amend(out, stats))

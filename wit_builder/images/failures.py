@@ -1,6 +1,8 @@
-"""The download output's accounting: ``failures.parquet`` and the stage's stats.
+"""The download output's accounting: the ``failures/`` dataset and the stage's stats.
 
-``failures.parquet`` holds one row per input row that is not a sample in a shard: uid,
+``failures/`` (a Parquet dataset: a folder, so img2dataset's own reader, which takes
+every ``*.parquet`` of a download folder as a shard's outcomes, is not confused) holds
+one row per input row that was fetched and is not a sample in a shard: uid,
 url, reason (`outcomes.classify`), http_status, error_message. Every input row is a
 sample or one failure, which `checked_failures` verifies; readers (`wit show`, retries)
 go through `read_failures`.
@@ -8,12 +10,14 @@ go through `read_failures`.
 
 from __future__ import annotations
 
+import urllib.parse
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from wit_builder import tarshards
 from wit_builder.errors import InputError
 from wit_builder.images import fetch
 from wit_builder.images.outcomes import TRANSIENT, classify
@@ -21,7 +25,9 @@ from wit_builder.outputs import atomic_write
 from wit_builder.stats import StageStats
 
 STAGE = "download"
-FAILURES_FILE = "failures.parquet"
+FAILURES_FILE = "failures"  # a dataset folder
+FAILURES_PART = "part-00000.parquet"
+INPUT_DROPS = ("bad_uid", "bad_url", "duplicate_uid")  # input rows never fetched
 FAILURE_SCHEMA = pa.schema([("uid", pa.string()), ("url", pa.string()),
                             ("reason", pa.string()), ("http_status", pa.int32()),
                             ("error_message", pa.string())])
@@ -50,23 +56,71 @@ def checked_failures(work: Path, shards: dict[int, pa.Table]) -> pa.Table:
     return FAILURE_SCHEMA.empty_table() if outcomes is None else failures_table(outcomes)
 
 
-def stats_of(rows_in: int, failures: pa.Table, n_shards: int) -> StageStats:
-    """Rows in, drops by failure reason, rows out."""
-    stats = StageStats(STAGE, rows_in=rows_in, rows_out=rows_in - failures.num_rows)
+def fetchable(url: str | None) -> bool:
+    """False for a URL that is missing or carries credentials (``user:pass@host``: a
+    crawl's links are public; we never send a password we found on the web)."""
+    if not url:
+        return False
+    try:
+        return urllib.parse.urlsplit(url).username is None
+    except ValueError:
+        return False
+
+
+def usable_pairs(pairs: pa.Table) -> tuple[pa.Table, dict[str, int]]:
+    """The pairs a download fetches, in uid order: one row per uid (a uid twice is the
+    same url and text twice), only uids that may name files (`tarshards.UID_PATTERN`)
+    and URLs that are there without credentials; with the rows dropped by reason
+    (``bad_uid``, ``bad_url``, ``duplicate_uid``)."""
+    uid_ok = pa.array([tarshards.is_valid_uid(u) for u in pairs["uid"].to_pylist()],
+                      pa.bool_())
+    url_ok = pa.array([fetchable(u) for u in pairs["url"].to_pylist()], pa.bool_())
+    with_uid = pairs.filter(uid_ok)
+    good = pairs.filter(pc.and_(uid_ok, url_ok)).sort_by("uid")
+    uids = good["uid"].combine_chunks()
+    repeated = pc.equal(uids[1:], uids[:-1]) if len(uids) > 1 else pa.array([], pa.bool_())
+    first = pa.concat_arrays([pa.array([True] * min(1, len(uids))), pc.invert(repeated)])
+    unique = good.filter(first)
+    return unique, {"bad_uid": pairs.num_rows - with_uid.num_rows,
+                    "bad_url": with_uid.num_rows - good.num_rows,
+                    "duplicate_uid": good.num_rows - unique.num_rows}
+
+
+def stats_of(rows_in: int, failures: pa.Table, n_shards: int,
+             dropped: dict[str, int] | None = None) -> StageStats:
+    """Rows in, drops by failure reason (and the `dropped` input rows), rows out."""
+    dropped = dropped or {}
+    stats = StageStats(STAGE, rows_in=rows_in,
+                       rows_out=rows_in - failures.num_rows - sum(dropped.values()))
     for reason in failures["reason"].to_pylist():
         stats.drop(reason)
+    for reason, n in dropped.items():
+        stats.drop(reason, n)
     stats.extra["shards"] = n_shards
     return stats
 
 
+def retried_stats(before: dict, failures: pa.Table, new_shards: int, retried: int
+                  ) -> StageStats:
+    """The stats of a finished output (`before`) after a retry: its rows, the merged
+    `failures`, its input drops, and the shards and rows the retry added."""
+    drops = before.get("drops", {})
+    stats = stats_of(before["rows_in"], failures, before.get("shards", 0) + new_shards,
+                     {k: drops.get(k, 0) for k in INPUT_DROPS})
+    stats.extra["retried"] = before.get("retried", 0) + retried
+    return stats
+
+
 def write_failures(directory: Path, failures: pa.Table) -> None:
-    """``failures.parquet`` of a download output (atomically)."""
-    atomic_write(directory / FAILURES_FILE, lambda tmp: pq.write_table(failures, tmp))
+    """The ``failures/`` dataset of a download output (its one file atomically)."""
+    (directory / FAILURES_FILE).mkdir(exist_ok=True)
+    atomic_write(directory / FAILURES_FILE / FAILURES_PART,
+                 lambda tmp: pq.write_table(failures, tmp))
 
 
 def read_failures(directory: Path) -> pa.Table:
-    """``failures.parquet`` of a download output."""
-    return pq.read_table(directory / FAILURES_FILE)
+    """The ``failures/`` dataset of a download output."""
+    return pq.read_table(directory / FAILURES_FILE, schema=FAILURE_SCHEMA)
 
 
 def transient(failures: pa.Table) -> pa.Table:

@@ -60,6 +60,7 @@ class FetchSettings:
     retries: int = 1
     respect_opt_out: bool = True
     allow_network: tuple[str, ...] = ()
+    limits: netguard.Limits = field(default_factory=netguard.Limits)
     env: dict[str, str] = field(default_factory=dict)
 
 
@@ -72,7 +73,8 @@ def settings_for(cfg: DownloadConfig, work: Path) -> FetchSettings:
         output_folder=str(work), resizer=resizer, columns=(),
         samples_per_shard=cfg.samples_per_shard, threads=cfg.threads, timeout=cfg.timeout,
         retries=cfg.retries, respect_opt_out=cfg.respect_opt_out,
-        allow_network=tuple(cfg.allow_network), env={"NO_ALBUMENTATIONS_UPDATE": "1"})
+        allow_network=tuple(cfg.allow_network), env={"NO_ALBUMENTATIONS_UPDATE": "1"},
+        limits=netguard.Limits(cfg.deadline, cfg.max_bytes))
 
 
 def shard_name(shard_id: int) -> str:
@@ -137,7 +139,7 @@ def fetch_shards(shards: Iterable[tuple[int, str]], settings: FetchSettings
                  ) -> Iterator[tuple[int, bool]]:
     """Download each (shard id, input file) in this process: (shard id, finished)."""
     os.environ.update(settings.env)
-    netguard.install(settings.allow_network)
+    netguard.install(settings.allow_network, settings.limits)
     downloader = make_downloader(settings)
     for shard_id, path in shards:
         clear_partial(Path(settings.output_folder), shard_id)

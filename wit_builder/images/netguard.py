@@ -23,11 +23,17 @@ A refused connection raises `BlockedAddress`, whose message starts with
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import http.client
 import ipaddress
 import socket
+import threading
+import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -95,22 +101,123 @@ def guarded_connection(allowed: tuple[Network, ...]) -> Any:
     return create_connection
 
 
+@dataclass(frozen=True)
+class Limits:
+    """Bounds of one request: `deadline` seconds for all of it (connect, headers and
+    body: a server dripping a byte a second cannot hold a thread), `max_bytes` of body."""
+
+    deadline: float | None = None
+    max_bytes: int | None = None
+
+
+class Watch:
+    """One request's deadline: when it passes, the socket is shut down, so a blocked read
+    returns at once; `expired` tells the reader why."""
+
+    def __init__(self, deadline: float | None) -> None:
+        self.expired, self.sock = False, None
+        self.timer = threading.Timer(deadline, self.expire) if deadline else None
+        if self.timer is not None:
+            self.timer.daemon = True
+            self.timer.start()
+
+    def watch(self, sock: socket.socket) -> None:
+        self.sock = sock
+        if self.expired:
+            self.expire()
+
+    def expire(self) -> None:
+        self.expired = True
+        with contextlib.suppress(OSError, AttributeError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+
+    def done(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+
+
 def _connection_classes(allowed: tuple[Network, ...]) -> tuple[type, type]:
     create = guarded_connection(allowed)
 
     # http.client sets `_create_connection` per instance in __init__, so it is replaced
     # there (a class attribute would be shadowed).
     class GuardedHTTP(http.client.HTTPConnection):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
+        def __init__(self, *args: Any, watch: Watch | None = None, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self._create_connection = create
+            self._create_connection, self.watch = create, watch
+
+        def connect(self) -> None:
+            super().connect()
+            if self.watch is not None:
+                self.watch.watch(self.sock)
 
     class GuardedHTTPS(http.client.HTTPSConnection):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
+        def __init__(self, *args: Any, watch: Watch | None = None, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self._create_connection = create
+            self._create_connection, self.watch = create, watch
+
+        def connect(self) -> None:
+            super().connect()
+            if self.watch is not None:
+                self.watch.watch(self.sock)
 
     return GuardedHTTP, GuardedHTTPS
+
+
+def deadline_error(limits: Limits) -> TimeoutError:
+    return TimeoutError(f"timed out: the whole-request deadline of {limits.deadline:g} s "
+                        "passed")
+
+
+def limited_open(do_open: Any, connection: type, req: urllib.request.Request,
+                 limits: Limits, **kw: Any) -> Any:
+    """`do_open` under `limits`: the response's ``read()`` is bounded (`limited_read`)."""
+    watch = Watch(limits.deadline)
+    try:
+        response = do_open(functools.partial(connection, watch=watch), req, **kw)
+    except (OSError, http.client.HTTPException):
+        watch.done()
+        if watch.expired:
+            raise urllib.error.URLError(deadline_error(limits)) from None
+        raise
+    response.read = limited_read(response, watch, limits)
+    return response
+
+
+def limited_read(response: Any, watch: Watch, limits: Limits) -> Any:
+    """A ``read`` for `response` that refuses a body over ``max_bytes`` (declared or
+    streamed) and stops at the deadline."""
+    original = response.read
+
+    def read(amt: int | None = None) -> bytes:
+        if amt is not None:
+            return original(amt)
+        cap = limits.max_bytes
+        declared = response.headers.get("Content-Length", "")
+        try:
+            if cap and declared.isdigit() and int(declared) > cap:
+                raise TooLarge(f"too_large: Content-Length {declared} is over {cap} bytes")
+            chunks, total = [], 0
+            while chunk := original(1 << 16):
+                total += len(chunk)
+                if cap and total > cap:
+                    raise TooLarge(f"too_large: the body is over {cap} bytes")
+                chunks.append(chunk)
+        except (OSError, http.client.HTTPException):
+            if watch.expired:
+                raise deadline_error(limits) from None
+            raise
+        finally:
+            watch.done()
+        if watch.expired:
+            raise deadline_error(limits)
+        return b"".join(chunks)
+
+    return read
+
+
+class TooLarge(OSError):
+    """A response body over the byte cap."""
 
 
 def _refuse_scheme(self: Any, req: urllib.request.Request) -> None:
@@ -130,22 +237,50 @@ class _NoData(urllib.request.DataHandler):
     data_open = _refuse_scheme
 
 
-def build_opener(allowed: tuple[Network, ...] = ()) -> urllib.request.OpenerDirector:
-    """A urllib opener that fetches http(s) from permitted addresses only."""
+def browser_url(url: str) -> str:
+    """`url` as a browser sends it: the path and query percent-encoded as UTF-8 (spaces,
+    non-ASCII), the host in IDNA; a URL already encoded is left as it is."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.netloc
+    if not host.isascii():
+        with contextlib.suppress(UnicodeError):
+            host = host.encode("idna").decode("ascii")
+    path = urllib.parse.quote(parts.path, safe="/%:@!$&'()*+,;=~")
+    query = urllib.parse.quote(parts.query, safe="/%:@!$&'()*+,;=~?")
+    return urllib.parse.urlunsplit((parts.scheme, host, path, query, parts.fragment))
+
+
+class _BrowserUrls(urllib.request.BaseHandler):
+    """Requests go out with their URL encoded as browsers do (`browser_url`)."""
+
+    def http_request(self, req: urllib.request.Request) -> urllib.request.Request:
+        encoded = browser_url(req.full_url)
+        if encoded != req.full_url:
+            req.full_url = encoded
+        return req
+
+    https_request = http_request
+
+
+def build_opener(allowed: tuple[Network, ...] = (), limits: Limits | None = None
+                 ) -> urllib.request.OpenerDirector:
+    """A urllib opener that fetches http(s) from permitted addresses only, within
+    `limits`, with URLs encoded as browsers do."""
     http_cls, https_cls = _connection_classes(allowed)
+    limits = limits or Limits()
 
     class Http(urllib.request.HTTPHandler):
         def http_open(self, req: urllib.request.Request) -> Any:
-            return self.do_open(http_cls, req)
+            return limited_open(self.do_open, http_cls, req, limits)
 
     class Https(urllib.request.HTTPSHandler):
         def https_open(self, req: urllib.request.Request) -> Any:
-            return self.do_open(https_cls, req, context=self._context)
+            return limited_open(self.do_open, https_cls, req, limits, context=self._context)
 
     return urllib.request.build_opener(urllib.request.ProxyHandler({}), Http(), Https(),
-                                       _NoFile(), _NoFTP(), _NoData())
+                                       _NoFile(), _NoFTP(), _NoData(), _BrowserUrls())
 
 
-def install(allowed_cidrs: Iterable[str] = ()) -> None:
+def install(allowed_cidrs: Iterable[str] = (), limits: Limits | None = None) -> None:
     """Make every ``urllib.request.urlopen`` of this process go through the guard."""
-    urllib.request.install_opener(build_opener(parse_networks(allowed_cidrs)))
+    urllib.request.install_opener(build_opener(parse_networks(allowed_cidrs), limits))

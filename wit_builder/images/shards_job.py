@@ -34,7 +34,9 @@ def build(tmp: Path, cfg: ShardsConfig, paths: list[str], spark: SparkSession) -
     stats = StageStats(STAGE)
     scanned = tars.scan(spark, paths)
     stats.rows_in = scanned.count()
-    samples = tars.count_unusable(scanned, stats)
+    tars.reconcile(scanned.filter("reason is null or reason not like 'unreadable_%'").count(),
+                   cfg.images, stats)
+    samples = tars.unique_uids(tars.count_unusable(scanned, stats), stats)
     dups = dedup.duplicate_rows(samples, cfg.max_distance, cfg.bucket_cap, stats)
     dedup.write_duplicates(tmp, dups, stats)
     removed = spark.createDataFrame([(u,) for u in dups["uid"].to_pylist()], "uid string")

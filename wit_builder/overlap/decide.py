@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from wit_builder import tarshards
 from wit_builder.overlap.matches import FILTERED_DIR, ROW_SCHEMA
 from wit_builder.overlap.methods import Rule
-from wit_builder.overlap.scan import scores_file
+from wit_builder.overlap.scan import scores_file, shards_frame
 from wit_builder.spark import spark_schema
 
 if TYPE_CHECKING:
@@ -49,10 +49,9 @@ def decided_rows(scores: pa.Table, rule: Rule) -> list[dict[str, Any]]:
     return rows
 
 
-def decide_shard(path: str, task: Task) -> list[dict[str, Any]]:
-    """Rows of one shard and its filtered copy."""
-    shard = Path(path).name
-    scores = pq.read_table(scores_file(task.work_dir, path)).cast(ROW_SCHEMA)
+def decide_shard(path: str, shard: str, task: Task) -> list[dict[str, Any]]:
+    """Rows of the shard at `path`, called `shard`, and its filtered copy."""
+    scores = pq.read_table(scores_file(task.work_dir, shard)).cast(ROW_SCHEMA)
     rows = decided_rows(scores, task.rule)
     matched = {r["key"] for r in rows if r["kind"] == "match"}
     tarshards.copy_without(path, Path(task.work_dir) / FILTERED_DIR / shard, matched)
@@ -63,14 +62,16 @@ def decide_shard(path: str, task: Task) -> list[dict[str, Any]]:
 
 def decide_partition(batches: Iterable[pa.RecordBatch], task: Any
                      ) -> Iterator[pa.RecordBatch]:
-    """``mapInArrow`` body: a ``path`` column of pool shards in, `ROW_SCHEMA` rows out."""
+    """``mapInArrow`` body: (path, shard) of pool shards in, `ROW_SCHEMA` rows out."""
     for batch in batches:
-        for path in batch.column("path").to_pylist():
-            yield pa.RecordBatch.from_pylist(decide_shard(path, task.value), schema=ROW_SCHEMA)
+        for path, shard in zip(batch.column("path").to_pylist(),
+                               batch.column("shard").to_pylist(), strict=True):
+            rows = decide_shard(path, shard, task.value)
+            yield pa.RecordBatch.from_pylist(rows, schema=ROW_SCHEMA)
 
 
 def run_decide(spark: SparkSession, paths: list[str], task: Task) -> pa.Table:
     """Every shard's decided rows (`ROW_SCHEMA`), one Spark task per shard."""
-    files = spark.createDataFrame([(p,) for p in paths], "path string").repartition(len(paths))
     body = functools.partial(decide_partition, task=spark.sparkContext.broadcast(task))
-    return files.mapInArrow(body, spark_schema(ROW_SCHEMA)).toArrow().cast(ROW_SCHEMA)
+    rows = shards_frame(spark, paths).mapInArrow(body, spark_schema(ROW_SCHEMA))
+    return rows.toArrow().cast(ROW_SCHEMA)

@@ -6,7 +6,6 @@ pool sample's caption and URL (`wit overlap report`'s galleries, `explore.plot_g
 from __future__ import annotations
 
 import io
-from pathlib import Path
 from typing import Any
 
 from PIL import Image
@@ -31,7 +30,8 @@ def pool_sample(shards: dict[str, str], shard: str, key: str) -> tuple[Image.Ima
 
 def pair_images(run: dict[str, Any], pairs: list[dict]) -> list[Pair]:
     """(row, eval image, pool image, pool JSON) for overlap rows `pairs` of `run`."""
-    shards = {Path(p).name: p for p in tarshards.expand(run["shards"])}
+    paths = tarshards.expand(run["shards"])
+    shards = dict(zip(tarshards.shard_ids(paths), paths, strict=True))
     specs = {set_name(s): s for s in run["eval"]}
     splits: dict[tuple[str, str], Any] = {}  # each eval split loaded once
     out = []

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from wit_builder import tarshards
 from wit_builder.errors import InputError
-from wit_builder.outputs import MARKER, finished, read_marker
+from wit_builder.outputs import MARKER, finished, marker_or_none
 from wit_builder.overlap.methods import Method
 from wit_builder.stats import StageStats
 
@@ -153,10 +153,7 @@ def take_scores(previous: Path, work: Path, scoring_hash: str) -> int:
     """Hand the scores of the finished output `previous` to the run in `work` if they were
     made with the same scoring (`scoring_hash`): its ``neighbours/`` and ``eval_index/``
     files are linked (copied across filesystems). The number of shards taken."""
-    try:
-        marker = read_marker(previous)
-    except (OSError, ValueError):
-        return 0
+    marker = marker_or_none(previous)
     stats = (marker or {}).get("stats", {})
     if marker is None or marker.get("stage") != STAGE \
             or stats.get("scoring_hash") != scoring_hash:

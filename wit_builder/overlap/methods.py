@@ -157,10 +157,27 @@ def configured(method: Method, threshold: float | None, settings: dict[str, Any]
     near = settings.pop("near", None)
     if method.kind == "detector":  # the detector's JSON fixes its inputs
         settings = {k: v for k, v in settings.items() if k not in ("input_size", "mean", "std")}
-    return replace(method, threshold=method.threshold if threshold is None else threshold,
+    made = replace(method, threshold=method.threshold if threshold is None else threshold,
                    near=DEFAULT_NEAR[method.binary] if near is None else near,
                    **{k: tuple(v) if isinstance(v, list) else v
                       for k, v in settings.items() if v is not None})
+    check_thresholds(made)
+    return made
+
+
+def check_thresholds(method: Method) -> None:
+    """`ConfigError` for a threshold no score can meet or every score meets: Hamming
+    distances of 64-bit pHashes are 0–64 bits, cosine similarities −1–1."""
+    low, high, unit = (0, 64, "bits") if method.binary else (-1, 1, "cosine")
+    given = {"threshold": method.threshold,
+             **{f"thresholds.{k}": v for k, v in method.thresholds.items()}}
+    for key, value in given.items():
+        if not low <= value <= high:
+            raise ConfigError(f"{key} {value} is impossible for {method.kind}: its scores "
+                              f"are {low}–{high} {unit}")
+    if not 0 <= method.near <= high - low:
+        raise ConfigError(f"near {method.near} is impossible for {method.kind}: it is a "
+                          f"distance of 0–{high - low} {unit} past the threshold")
 
 
 def detector_method(spec: str, directory: Path) -> Method:
@@ -211,9 +228,10 @@ class Embedder:
         import torch
 
         from wit_builder.clip.data import eval_transform
-        from wit_builder.clip.evaluate import load_model
+        from wit_builder.clip.evaluate import UNNAMED_HINT, load_model
 
-        model, _ = load_model(Path(self.method.path), None, torch.device(self.device))
+        model, _ = load_model(Path(self.method.path), None, torch.device(self.device),
+                              UNNAMED_HINT)
         transform = eval_transform(model.config.vision.image_size)
         return lambda images: self._run(lambda x: model.encode_image(x, normalize=True),
                                         transform, images)

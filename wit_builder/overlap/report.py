@@ -110,9 +110,9 @@ def checkpoint_model(checkpoint: Path | None) -> Any:
         return None
     import torch
 
-    from wit_builder.clip.evaluate import load_model
+    from wit_builder.clip.evaluate import UNNAMED_HINT, load_model
 
-    return load_model(checkpoint, None, torch.device("cpu"))[0]
+    return load_model(checkpoint, None, torch.device("cpu"), UNNAMED_HINT)[0]
 
 
 def overlap_table(run: dict[str, Any], matches: list[dict], checkpoint: Path | None,

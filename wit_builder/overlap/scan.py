@@ -63,9 +63,9 @@ def neighbour_rows(task: Task, index: Any, vectors: np.ndarray,
     return rows
 
 
-def score_shard(path: str, task: Task, embedder: Embedder, index: Any) -> list[dict[str, Any]]:
-    """Neighbour rows and counters of one pool shard."""
-    shard = Path(path).name
+def score_shard(path: str, shard: str, task: Task, embedder: Embedder, index: Any
+                ) -> list[dict[str, Any]]:
+    """Neighbour rows and counters of the pool shard at `path`, called `shard`."""
     rows: list[dict[str, Any]] = []
     batch: list[tuple[str, str, bytes]] = []
     scanned = unreadable = 0
@@ -96,27 +96,35 @@ def flush(batch: list[tuple[str, str, bytes]], task: Task, embedder: Embedder, i
     return bad
 
 
-def scores_file(work_dir: str | Path, shard_path: str) -> Path:
-    """Where the scores of the pool shard `shard_path` are saved."""
-    return Path(work_dir) / NEIGHBOURS_DIR / f"{Path(shard_path).name}.parquet"
+def scores_file(work_dir: str | Path, shard: str) -> Path:
+    """Where the scores of the pool shard called `shard` are saved."""
+    return Path(work_dir) / NEIGHBOURS_DIR / f"{shard}.parquet"
+
+
+def shards_frame(spark: SparkSession, paths: list[str]) -> Any:
+    """(path, shard) of every pool shard, one partition each (`tarshards.shard_ids`)."""
+    rows = list(zip(paths, tarshards.shard_ids(paths), strict=True))
+    return spark.createDataFrame(rows, "path string, shard string").repartition(len(rows))
 
 
 def score_partition(batches: Iterable[pa.RecordBatch], task: Any) -> Iterator[pa.RecordBatch]:
-    """``mapInArrow`` body: a ``path`` column of pool shards in, (path, rows scored) out;
-    the scores go to files (`scores_file`)."""
+    """``mapInArrow`` body: (path, shard) of pool shards in, the shards scored out; the
+    scores go to files (`scores_file`)."""
     task, embedder, index = task.value, None, None
     for batch in batches:
         done = []
-        for path in batch.column("path").to_pylist():
-            saved = scores_file(task.work_dir, path)
+        for path, shard in zip(batch.column("path").to_pylist(),
+                               batch.column("shard").to_pylist(), strict=True):
+            saved = scores_file(task.work_dir, shard)
             if not piece_done(saved):  # else scored by an earlier run
                 if embedder is None:  # loaded once per task, and only with work to do
                     embedder = Embedder(task.embedding, task.device)
                     index = to_device(deserialize(task.index, task.embedding.binary),
                                       task.device)
-                save_rows(saved, score_shard(path, task, embedder, index))
-            done.append(path)
-        yield pa.RecordBatch.from_pydict({"path": done}, schema=pa.schema([("path", pa.string())]))
+                save_rows(saved, score_shard(path, shard, task, embedder, index))
+            done.append(shard)
+        yield pa.RecordBatch.from_pydict({"shard": done},
+                                         schema=pa.schema([("shard", pa.string())]))
 
 
 def save_rows(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -128,6 +136,5 @@ def save_rows(path: Path, rows: list[dict[str, Any]]) -> None:
 def run_scoring(spark: SparkSession, paths: list[str], task: Task) -> int:
     """Score every shard not scored yet in the task's directory, one Spark task each;
     the shards done."""
-    files = spark.createDataFrame([(p,) for p in paths], "path string").repartition(len(paths))
     body = functools.partial(score_partition, task=spark.sparkContext.broadcast(task))
-    return files.mapInArrow(body, "path string").count()
+    return shards_frame(spark, paths).mapInArrow(body, "shard string").count()

@@ -1,0 +1,250 @@
+"""Hostile and damaged inputs of the image stages, through the CLI: no sample lost
+without a count, none doubled, no silent wrong result."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tarfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from tests.imageserver import LOOPBACK, PHOTOS, ImageServer, write_pairs
+from wit_builder.cli import app
+from wit_builder.curate.pairs import PAIRS_FILE
+from wit_builder.outputs import MARKER
+
+
+def cli(*args: object) -> tuple[int, str]:
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return result.exit_code, result.stdout + result.stderr
+
+
+def flat(text: str) -> str:
+    return "".join(text.split())
+
+
+def stats_of(out: Path) -> dict:
+    import json
+
+    return json.loads((out / "stats.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def download(spark, tmp_path_factory):
+    """12 distinct photos downloaded through `wit download`, from pairs that also hold
+    one pair twice (the same uid), a uid that is a path, a URL with credentials and a
+    missing URL."""
+    root = tmp_path_factory.mktemp("hardening")
+    server = ImageServer()
+    try:
+        urls = [f"{server.url}/photo/{name}.jpg" for name in PHOTOS[:12]]
+        pairs = write_pairs(root / "pairs", urls)
+        part = pairs / PAIRS_FILE / "part-0.parquet"
+        table = pq.read_table(part)
+        evil = table.slice(1, 1).set_column(0, "uid", pa.array(["../../etc/passwd"]))
+        secret = table.slice(2, 1).set_column(0, "uid", pa.array(["f" * 24])).set_column(
+            1, "url", pa.array([urls[2].replace("://", "://user:secret@")]))
+        no_url = table.slice(3, 1).set_column(0, "uid", pa.array(["e" * 24])).set_column(
+            1, "url", pa.array([None], pa.string()))
+        pq.write_table(pa.concat_tables([table, table.slice(0, 1), evil, secret, no_url]),
+                       part)
+        code, out = cli("download", "--pairs", pairs, "--out", root / "download",
+                        "--allow-network", LOOPBACK[0], "--samples-per-shard", 5,
+                        "--master", "local[2]")
+    finally:
+        server.close()
+    assert code == 0, out
+    return root / "download"
+
+
+def test_duplicate_and_path_uids_and_bad_urls_are_counted_not_fetched(download):
+    stats = stats_of(download)
+    assert stats["rows_in"] == 16 and stats["rows_out"] == 12
+    assert stats["drops"] == {"bad_uid": 1, "bad_url": 2, "duplicate_uid": 1}
+    for shard in download.glob("*.tar"):
+        with tarfile.open(shard) as tar:
+            names = tar.getnames()
+        assert len(names) == len(set(names))
+        assert not any(".." in n or "/" in n for n in names)
+
+
+def shards_of(images: Path, out: Path) -> tuple[int, str]:
+    return cli("shards", "--images", images, "--out", out, "--samples-per-shard", 4,
+               "--master", "local[2]")
+
+
+def variant(download: Path, root: Path) -> tuple[Path, Path]:
+    """A copy of the download output to damage, and its first shard."""
+    copy = root / "images"
+    shutil.copytree(download, copy)
+    return copy, sorted(copy.glob("*.tar"))[0]
+
+
+def members(path: Path) -> list[tuple[tarfile.TarInfo, bytes]]:
+    with tarfile.open(path) as tar:
+        return [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+
+
+def test_a_truncated_tar_keeps_the_samples_before_the_cut(download, tmp_path):
+    images, first = variant(download, tmp_path)
+    listed = members(first)
+    cut = listed[7][0].offset_data + 100  # in the padding of the third sample's txt
+    first.write_bytes(first.read_bytes()[:cut])
+    code, out = shards_of(images, tmp_path / "out")
+    assert code == 0, out
+    stats = stats_of(tmp_path / "out")
+    assert stats["drops"] == {"unreadable_tar": 1}
+    assert stats["rows_out"] == 12 - 5 + 2  # the first tar's two samples before the cut
+    assert stats["input_mismatch"] == -3
+    assert "damaged" in flat(out) and "wrote12" in flat(out)
+
+
+def test_a_corrupt_header_mid_tar_loses_only_its_sample_and_says_so(download, tmp_path):
+    images, first = variant(download, tmp_path)
+    data = bytearray(first.read_bytes())
+    header = members(first)[4][0].offset  # the second sample's txt member
+    data[header:header + 512] = (b"\x7f garbage header " * 30)[:512]
+    first.write_bytes(bytes(data))
+    code, out = shards_of(images, tmp_path / "out")
+    assert code == 0, out
+    stats = stats_of(tmp_path / "out")
+    assert stats["drops"] == {"unreadable_member": 1, "missing_member": 1}
+    assert stats["rows_out"] == 11  # the samples after the damage are all there
+    assert "bytesskipped" in flat(out)
+
+
+def test_the_same_key_twice_is_one_sample_counted(download, tmp_path):
+    images, first = variant(download, tmp_path)
+    listed = members(first)
+    with tarfile.open(first, "w") as tar:
+        for info, data in listed + listed[:3]:  # the first sample again, at the end
+            tar.addfile(info, io.BytesIO(data))
+    code, out = shards_of(images, tmp_path / "out")
+    assert code == 0, out
+    stats = stats_of(tmp_path / "out")
+    assert stats["drops"] == {"duplicate_uid": 1} and stats["rows_out"] == 12
+
+
+def test_a_sample_without_caption_is_counted(download, tmp_path):
+    images, first = variant(download, tmp_path)
+    listed = [(m, d) for m, d in members(first) if m.name != listed_txt(first)]
+    with tarfile.open(first, "w") as tar:
+        for info, data in listed:
+            tar.addfile(info, io.BytesIO(data))
+    code, out = shards_of(images, tmp_path / "out")
+    assert code == 0, out
+    assert stats_of(tmp_path / "out")["drops"] == {"missing_member": 1}
+
+
+def listed_txt(shard: Path) -> str:
+    return next(m.name for m, _ in members(shard) if m.name.endswith(".txt"))
+
+
+def test_shards_needs_a_finished_download(download, tmp_path):
+    images, _ = variant(download, tmp_path)
+    (images / MARKER).unlink()  # what a killed run's work dir looks like
+    code, out = shards_of(images, tmp_path / "out")
+    assert code == 2 and len(out.strip().splitlines()) == 1
+    assert "is not a finished `wit download` output" in out
+    assert not (tmp_path / "out").exists()
+
+
+def one_line(code: int, out: str, expected_code: int, text: str) -> None:
+    assert code == expected_code, out
+    assert len(out.strip().splitlines()) == 1, out
+    assert text in out, out
+
+
+def test_retry_failed_refuses_a_changed_image_setting(download):
+    code, out = cli("download", "--pairs", download.parent / "pairs", "--out", download,
+                    "--retry-failed", "--image-size", 64, "--master", "local[2]")
+    one_line(code, out, 2, "image_size 256 → 64")
+
+
+def test_impossible_thresholds_are_refused_before_any_work(download, tmp_path):
+    shards = f"{download}/*.tar"
+    for args, text in ((["--threshold", -1], "threshold -1.0 is impossible for phash"),
+                       (["--threshold", 70], "threshold 70.0 is impossible for phash"),
+                       (["--set", "thresholds.digits=-3"], "thresholds.digits -3"),
+                       (["--set", "near=-1"], "near -1")):
+        code, out = cli("overlap", "--shards", shards, "--out", tmp_path / "o", *args)
+        one_line(code, out, 2, text)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_misspelled_stage_in_pipeline_set_is_refused(tmp_path):
+    config = tmp_path / "line.yaml"
+    config.write_text("download:\n  pairs: nowhere\nreport:\n  gallery: 2\n")
+    code, out = cli("pipeline", "--config", config, "--out", tmp_path / "o",
+                    "--set", "reprot.gallery=0")
+    one_line(code, out, 2, "has no 'reprot' stage")
+    code, out = cli("pipeline", "--config", config, "--out", tmp_path / "o",
+                    "--set", "shards.samples_per_shard=5")
+    one_line(code, out, 2, "has no 'shards' stage")
+    assert not (tmp_path / "o").exists()
+
+
+def test_imagefolder_classes_with_spaces_and_link_loops_load_each_image_once(download,
+                                                                            tmp_path):
+    """`wit overlap` against an ImageFolder whose class folders are named with a space
+    and an underscore, one holding a symlink back to the root: each image counts once."""
+    from PIL import Image
+
+    root = tmp_path / "evalset"
+    for folder, n in (("sea lion", 3), ("red_fox", 2)):
+        (root / folder).mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (32, 32), (40 * i, 90, 200)).save(root / folder / f"{i}.png")
+    (root / "sea lion" / "loop").symlink_to(root, target_is_directory=True)
+    (root / "red_fox" / "again.png").symlink_to(root / "red_fox" / "0.png")
+    out = tmp_path / "o"
+    code, text = cli("overlap", "--shards", f"{download}/*.tar", "--eval",
+                     f"imagefolder:{root}", "--out", out, "--master", "local[2]")
+    assert code == 0, text
+    import json
+
+    sets = json.loads((out / "eval_sets.json").read_text())
+    assert sets["evalset"]["eval_images"] == 5
+
+
+def test_config_files_of_the_wrong_shape_are_one_line(tmp_path):
+    laughs = "demo:\n  l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+        f"  l{i}: &l{i} [*l{i - 1}, *l{i - 1}, *l{i - 1}, *l{i - 1}, *l{i - 1}, *l{i - 1}, "
+        f"*l{i - 1}, *l{i - 1}, *l{i - 1}]\n" for i in range(1, 10))  # 9^9 strings
+    cases = {"download: [1, 2]\n": "section 'download' must be a mapping",
+             "out: 5\ndownload: {}\n": "out must be a directory name",
+             laughs + "download:\n  pairs: *l9\n": "pairs"}
+    for text, expected in cases.items():
+        config = tmp_path / "line.yaml"
+        config.write_text(text)
+        code, out = cli("pipeline", "--config", config, "--out", tmp_path / "o")
+        one_line(code, out, 2, expected)
+        assert len(out) < 1000
+    config.write_text("demo:\n  port: abc\ndownload: {}\n")
+    code, out = cli("demo", "--config", config, "--out", tmp_path / "o")
+    one_line(code, out, 2, "demo.port must be a port number, got 'abc'")
+
+
+def test_overlap_over_pools_whose_shards_share_names(download, tmp_path):
+    """Two pools both named 00000.tar…: every sample is scanned once, none skipped as
+    done, and the filtered copies keep apart (`tarshards.shard_ids`)."""
+    import json
+
+    for pool in ("a", "b"):
+        (tmp_path / pool).mkdir()
+        for tar in download.glob("*.tar"):
+            shutil.copy(tar, tmp_path / pool / tar.name)
+    out = tmp_path / "o"
+    code, text = cli("overlap", "--shards", f"{tmp_path}/a/*.tar::{tmp_path}/b/*.tar",
+                     "--out", out, "--master", "local[2]")
+    assert code == 0, text
+    stats = stats_of(out)
+    assert stats["rows_in"] == 24
+    sizes = json.loads((out / "filtered" / "sizes.json").read_text())
+    assert sorted(sizes) == sorted(f"{p}_{t.name}" for p in "ab" for t in download.glob("*.tar"))
+    assert sum(sizes.values()) == 24
