@@ -42,7 +42,8 @@ def download(spark, tmp_path_factory):
     root = tmp_path_factory.mktemp("hardening")
     server = ImageServer()
     try:
-        urls = [f"{server.url}/photo/{name}.jpg" for name in PHOTOS[:12]]
+        urls = [f"{server.url}/photo/{name}.{('jpg', 'png', 'webp', 'gif')[i % 4]}"
+                for i, name in enumerate(PHOTOS[:12])]
         pairs = write_pairs(root / "pairs", urls)
         part = pairs / PAIRS_FILE / "part-0.parquet"
         table = pq.read_table(part)
@@ -104,18 +105,21 @@ def test_a_truncated_tar_keeps_the_samples_before_the_cut(download, tmp_path):
     assert "damaged" in flat(out) and "wrote12" in flat(out)
 
 
-def test_a_corrupt_header_mid_tar_loses_only_its_sample_and_says_so(download, tmp_path):
+def test_a_corrupt_header_mid_tar_is_skipped_counted_and_said(download, tmp_path):
+    """A member's first header block overwritten (img2dataset writes a PAX header before
+    each member): the reader skips to the next readable header instead of ending there,
+    so no sample after it is lost, and the damage is counted and shown."""
     images, first = variant(download, tmp_path)
     data = bytearray(first.read_bytes())
-    header = members(first)[4][0].offset  # the second sample's txt member
-    data[header:header + 512] = (b"\x7f garbage header " * 30)[:512]
+    header = members(first)[4][0].offset  # the second sample's second member
+    data[header:header + 512] = (b"\x7f garbage header " * 40)[:512]
     first.write_bytes(bytes(data))
     code, out = shards_of(images, tmp_path / "out")
     assert code == 0, out
     stats = stats_of(tmp_path / "out")
-    assert stats["drops"] == {"unreadable_member": 1, "missing_member": 1}
-    assert stats["rows_out"] == 11  # the samples after the damage are all there
-    assert "bytesskipped" in flat(out)
+    assert stats["drops"] == {"unreadable_member": 1}
+    assert stats["rows_out"] == 12  # every sample after the damage is there
+    assert "1,024bytesskipped" in flat(out)
 
 
 def test_the_same_key_twice_is_one_sample_counted(download, tmp_path):

@@ -113,8 +113,9 @@ def excerpt(value: Any) -> str:
     gigabytes (nested aliases), so nested levels, long lists and strings are cut."""
     shown = reprlib.Repr()
     shown.maxlevel, shown.maxlist, shown.maxdict, shown.maxstring, shown.maxother = (
-        3, 6, 6, 80, 80)
-    return shown.repr(value)
+        2, 4, 4, 80, 80)
+    text = shown.repr(value)
+    return text if len(text) <= 200 else text[:200] + "…"
 
 
 def format_validation_error(err: ValidationError, most: int = 5) -> str:
