@@ -147,6 +147,10 @@ ROUTES = {
     "/truncated.jpg": "decode_error", "/bad-header.jpg": "decode_error",
     "/html.jpg": "not_an_image", "/bomb.png": "too_large",
     "/small.png": "too_small", "/wide.jpg": "bad_aspect",
+}
+# Hostile servers and URLs a browser would still fetch (a download with a deadline
+# shorter than forever): path → expected outcome.
+HOSTILE_ROUTES = {
     "/Mein Foto.jpg": "success", "/bild-ä.jpg": "success",
     "/tarpit.jpg": "timeout", "/endless.jpg": "too_large", "/declared-huge.jpg": "too_large",
     "/redirect-loop": "too_many_redirects", "/to-file": "blocked_scheme",

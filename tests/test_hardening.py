@@ -252,3 +252,147 @@ def test_overlap_over_pools_whose_shards_share_names(download, tmp_path):
     sizes = json.loads((out / "filtered" / "sizes.json").read_text())
     assert sorted(sizes) == sorted(f"{p}_{t.name}" for p in "ab" for t in download.glob("*.tar"))
     assert sum(sizes.values()) == 24
+
+
+def test_overlap_report_runs_from_another_directory(download, tmp_path, monkeypatch):
+    """An overlap run given relative paths records them absolute: its report, made from
+    another working directory, reads the same shards and eval set."""
+    from PIL import Image
+
+    work = tmp_path / "here"
+    (work / "evalset" / "cats").mkdir(parents=True)
+    Image.new("RGB", (32, 32), (200, 90, 40)).save(work / "evalset" / "cats" / "0.png")
+    pool = Path(shutil.copytree(download, work / "pool"))
+    monkeypatch.chdir(work)
+    code, out = cli("overlap", "--shards", "pool/*.tar", "--eval", "imagefolder:evalset",
+                    "--out", "o", "--master", "local[2]")
+    assert code == 0, out
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "pool").mkdir(parents=True)  # a same-named folder that must not be read
+    monkeypatch.chdir(elsewhere)
+    code, out = cli("overlap", "report", "--overlap", work / "o", "--out", "r")
+    assert code == 0, out
+    assert (elsewhere / "r" / "report.html").is_file()
+    import json
+
+    marker = json.loads((work / "o" / MARKER).read_text())
+    assert marker["config"]["shards"] == f"{pool}/*.tar"
+    assert marker["config"]["eval"] == [f"imagefolder:{work / 'evalset'}"]
+
+
+def test_spark_log_lines_stay_out_of_the_terminal(tmp_path):
+    """A Spark stage that fails: the terminal shows the one error line, and Spark's and
+    the JVM's own lines (hostname, native-hadoop, default-profile notices) go to a file
+    in WIT_LOG_DIR."""
+    import subprocess
+    import sys
+
+    from tests.builders import repo_env
+
+    (tmp_path / "j.warc").write_text("not a warc\n")
+    logs = tmp_path / "logs"
+    done = subprocess.run([sys.executable, "-m", "wit_builder.cli", "extract", "--warc",
+                           tmp_path / "j.warc", "--out", tmp_path / "o", "--master",
+                           "local[1]"], env=repo_env(WIT_LOG_DIR=str(logs)),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"error: no WARC/WAT record in any of the 1 input file(s): {tmp_path / 'j.warc'}"]
+    assert done.stdout == ""
+    (log,) = logs.glob("spark-*.log")
+    assert "log4j" in log.read_text() or "WARN" in log.read_text()
+
+
+def test_a_full_disk_is_one_line_and_the_rerun_resumes(tmp_path):
+    """`wit download` onto a filesystem that fills up: one line, exit 1 (img2dataset's
+    tracebacks go to the log file); with room again, the same command resumes."""
+    import subprocess
+    import sys
+
+    from tests.builders import repo_env
+
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(small)],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("needs a tmpfs mount (root)")
+    server = ImageServer()
+    try:
+        urls = [f"{server.url}/photo/{name}.{('jpg', 'png', 'webp', 'gif')[i % 4]}?{n}"
+                for n in range(3) for i, name in enumerate(PHOTOS)]
+        pairs = write_pairs(tmp_path / "pairs", urls)
+        args = [sys.executable, "-m", "wit_builder.cli", "download", "--pairs", pairs,
+                "--out", small / "d", "--allow-network", LOOPBACK[0],
+                "--samples-per-shard", 6, "--master", "local[1]"]
+        env = repo_env(WIT_LOG_DIR=str(tmp_path / "logs"))
+        full = subprocess.run([str(a) for a in args], env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert full.returncode == 1, full.stderr
+        (line,) = full.stderr.strip().splitlines()
+        assert line.startswith("error: No space left on device"), line
+        subprocess.run(["mount", "-o", "remount,size=64m", str(small)], check=True)
+        rerun = subprocess.run([str(a) for a in args], env=env, capture_output=True,
+                               text=True, timeout=300)
+        assert rerun.returncode == 0, rerun.stderr
+        assert stats_of(small / "d")["rows_out"] == len(urls)
+    finally:
+        server.close()
+        subprocess.run(["umount", "-l", str(small)], capture_output=True)
+
+
+def test_finished_pieces_of_another_config_are_never_dropped_silently(download, tmp_path):
+    """An unfinished run's work dir with finished shards, then a run with another image
+    setting: refused (one line naming the setting and the dir); --overwrite drops it.
+    Network patience (timeout, deadline, retries) is not part of the hash: changing it
+    resumes the same work dir."""
+    import json
+
+    from wit_builder.config import config_hash
+    from wit_builder.images.configs import DownloadConfig
+
+    out = tmp_path / "d"
+    work = tmp_path / ".d.work-0123456789abcdef"
+    work.mkdir()
+    (work / "00000.tar").write_bytes(b"a finished shard")
+    (work / ".config.json").write_text(json.dumps({"image_size": 64}))
+    args = ["download", "--pairs", download.parent / "pairs", "--out", out,
+            "--allow-network", LOOPBACK[0], "--master", "local[2]"]
+    code, text = cli(*args)
+    one_line(code, text, 2, "image_size 64 → 256")
+    assert str(work) in flat(text) and work.is_dir()
+    code, text = cli(*args, "--overwrite")
+    assert code == 0, text
+    assert not work.exists() and (out / MARKER).is_file()
+    base = DownloadConfig(pairs=tmp_path, out=out)
+    patient = base.model_copy(update={"timeout": 60.0, "deadline": 600.0, "retries": 5})
+    assert config_hash("download", 1, base, []) == config_hash("download", 1, patient, [])
+
+
+def test_hostile_servers_end_in_their_reason_within_the_deadline(spark, tmp_path):
+    """A tarpit dripping 16 B/s, an endless body, a body declared at 10 GiB, a redirect
+    loop and a redirect to file:// each end as their reason; URLs with a space or an
+    umlaut in the path are fetched (encoded as browsers do)."""
+    import time
+
+    from tests.imageserver import HOSTILE_ROUTES, samples
+
+    server = ImageServer()
+    try:
+        urls = [server.url + path for path in HOSTILE_ROUTES]
+        started = time.monotonic()
+        code, out = cli("download", "--pairs", write_pairs(tmp_path / "pairs", urls),
+                        "--out", tmp_path / "d", "--allow-network", LOOPBACK[0],
+                        "--deadline", 3, "--retries", 0, "--max-bytes", 4 * 2**20,
+                        "--master", "local[2]")
+        took = time.monotonic() - started
+    finally:
+        server.close()
+    assert code == 0, out
+    failures = {r["url"]: r["reason"] for r in
+                pq.read_table(tmp_path / "d" / "failures").to_pylist()}
+    kept = {s["json"]["url"] for s in samples(tmp_path / "d").values()}
+    for path, expected in HOSTILE_ROUTES.items():
+        url = server.url + path
+        assert ("success" if url in kept else failures[url]) == expected, path
+    assert took < 60  # the tarpit would hold its thread forever without the deadline

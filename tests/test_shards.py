@@ -3,6 +3,7 @@ distinct photos stay, and the banding join equals faiss' brute force."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -183,3 +184,41 @@ def test_samples_are_numbered_in_uid_order_without_a_single_partition(spark):
         assert shard_of[sorted(uids)[300]] == "00001.tar"
     finally:
         kept.unpersist()
+
+
+def shaped_graph(rng: np.random.Generator) -> list[tuple[str, str]]:
+    """Edges of one graph holding components of many shapes, node names shuffled so
+    that name order says nothing about position: a long chain, a star, cliques, many
+    small components, one giant random component, isolated pairs."""
+    names = iter(rng.permutation(100_000).tolist())
+
+    def nodes(n: int) -> list[str]:
+        return [f"{next(names):06d}" for _ in range(n)]
+
+    edges = []
+    chain = nodes(400)
+    edges += list(itertools.pairwise(chain))
+    hub, *spokes = nodes(150)
+    edges += [(hub, s) if i % 2 else (s, hub) for i, s in enumerate(spokes)]
+    for _ in range(8):
+        clique = nodes(7)
+        edges += [(a, b) for i, a in enumerate(clique) for b in clique[i + 1:]]
+    for _ in range(60):
+        small = nodes(int(rng.integers(2, 5)))
+        edges += list(itertools.pairwise(small))
+    giant = nodes(500)
+    edges += list(itertools.pairwise(giant))  # connected, then random chords
+    edges += [(giant[a], giant[b]) for a, b in rng.integers(0, 500, (700, 2)) if a != b]
+    edges += [(a, a) for a in nodes(3)]  # self-loops only: no component to report
+    return edges
+
+
+def test_spark_components_equal_scipy_on_graphs_of_many_shapes(spark):
+    from wit_builder.images.components import components
+
+    edges = shaped_graph(np.random.default_rng(7))
+    got, rounds = components(spark.createDataFrame(edges, "u string, v string"))
+    expected = dedup.components([(a, b) for a, b in edges if a != b])
+    assert {(r.uid, r.kept_uid) for r in got.collect()} == set(
+        zip(expected.removed, expected.kept, strict=True))
+    assert rounds < 40  # log-squared, not the chain's length

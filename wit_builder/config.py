@@ -163,3 +163,11 @@ def config_hash(stage: str, version: int, config: StageConfig, inputs: list[Any]
     payload = {"stage": stage, "version": version, "config": fields, "inputs": inputs}
     blob = json.dumps(payload, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def config_changes(before: dict[str, Any], after: dict[str, Any]) -> str:
+    """'key old → new, ...' for the keys whose values differ (values as bounded
+    excerpts)."""
+    keys = sorted(set(before) | set(after))
+    return ", ".join(f"{k} {excerpt(before.get(k))} → {excerpt(after.get(k))}" for k in keys
+                     if before.get(k) != after.get(k))

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from wit_builder import __version__
-from wit_builder.config import StageConfig, config_hash
+from wit_builder.config import StageConfig, config_changes, config_hash
 from wit_builder.errors import InputError, OutputExistsError
 from wit_builder.stats import StageStats
 
@@ -141,22 +141,41 @@ def _remove_stale_temps(out_dir: Path, keep: Path | None = None) -> None:
                 shutil.rmtree(stale, ignore_errors=True)
 
 
-def _work_dir(out_dir: Path, chash: str, resumable: bool) -> Path:
+WORK_CONFIG = ".config.json"  # the hashed config of the run a work dir belongs to
+
+
+def check_other_work(out_dir: Path, chash: str, cfg: StageConfig) -> None:
+    """`OutputExistsError` if an unfinished run of another config left finished pieces
+    beside `out_dir`: they are never dropped silently (``--overwrite`` drops them)."""
+    for other in sorted(out_dir.parent.glob(f".{out_dir.name}.work-*")):
+        if other.name.endswith(f"-{chash}") or not holds_files(other, skip=WORK_CONFIG):
+            continue
+        recorded = other / WORK_CONFIG
+        before = json.loads(recorded.read_text()) if recorded.is_file() else {}
+        changes = config_changes(before, cfg.hashed_fields()) or "its inputs changed"
+        raise OutputExistsError(
+            f"{other} holds an unfinished run with other settings ({changes}): rerun with "
+            "those to resume it, or pass --overwrite to drop it")
+
+
+def _work_dir(out_dir: Path, chash: str, resumable: bool, cfg: StageConfig) -> Path:
     """The temporary sibling a run writes into (see module docstring)."""
     if resumable:
         work = out_dir.parent / f".{out_dir.name}.work-{chash}"
         if work.is_dir():
             log.info("resuming the unfinished run in %s", work)
         work.mkdir(exist_ok=True)
+        write_json(work / WORK_CONFIG, cfg.hashed_fields())
         return work
     work = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
     work.mkdir()
     return work
 
 
-def holds_files(directory: Path) -> bool:
-    """True if `directory` holds a file anywhere below it (folders alone do not count)."""
-    return any(p.is_file() for p in directory.rglob("*"))
+def holds_files(directory: Path, skip: str = WORK_CONFIG) -> bool:
+    """True if `directory` holds a file anywhere below it (folders alone, and the `skip`
+    file, do not count)."""
+    return any(p.is_file() and p.name != skip for p in directory.rglob("*"))
 
 
 def _swap_into_place(tmp: Path, out_dir: Path) -> None:
@@ -201,11 +220,14 @@ def run_stage(
         return StageResult("skipped", out_dir, read_marker(out_dir) or {})
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     keep = out_dir.parent / f".{out_dir.name}.work-{chash}" if resumable else None
+    if resumable and not cfg.overwrite:
+        check_other_work(out_dir, chash, cfg)
     _remove_stale_temps(out_dir, keep)
-    tmp = _work_dir(out_dir, chash, resumable)
+    tmp = _work_dir(out_dir, chash, resumable, cfg)
     started = time.time()
     try:
         stats = body(tmp)
+        (tmp / WORK_CONFIG).unlink(missing_ok=True)
         stats.extra.setdefault("seconds", round(time.time() - started, 3))
         marker = write_marker(tmp, stage, chash, cfg, stats)
         _swap_into_place(tmp, out_dir)

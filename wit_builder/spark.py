@@ -19,6 +19,7 @@ import re
 import shutil
 import sys
 import tempfile
+import time
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -46,10 +47,20 @@ DEFAULT_CONF = {
 
 
 def local_conf(master: str) -> dict[str, str]:
-    """Defaults for local mode: few shuffle partitions (Spark's 200 cost seconds there)."""
-    if not master.startswith("local"):
+    """Defaults by master. Local mode: few shuffle partitions (Spark's 200 cost seconds
+    there). A cluster: shuffles start with many partitions and adaptive execution merges
+    them to ~128 MB each, so a small run and a snapshot-size one both get partitions of a
+    sensible size without a setting per input (Spark's fixed 200 would make 2 GB
+    partitions of a 400 GB shuffle)."""
+    if not master:  # spark-submit's master: its own settings decide
         return {}
-    return {"spark.sql.shuffle.partitions": str(max(4, 2 * (os.cpu_count() or 1)))}
+    if master.startswith("local"):
+        return {"spark.sql.shuffle.partitions": str(max(4, 2 * (os.cpu_count() or 1)))}
+    return {"spark.sql.adaptive.enabled": "true",
+            "spark.sql.adaptive.coalescePartitions.enabled": "true",
+            "spark.sql.adaptive.coalescePartitions.initialPartitionNum": "2048",
+            "spark.sql.adaptive.advisoryPartitionSizeInBytes": "128m",
+            "spark.sql.shuffle.partitions": "2048"}
 
 
 # CPython collects its youngest generation after every 700 net container allocations. A
@@ -92,6 +103,44 @@ def stop_quietly(context: Any) -> None:
         pass
 
 
+# Set (by `wit --verbose`) to let the JVM's own output reach the terminal.
+SHOW_LOGS_ENV = "WIT_SHOW_SPARK_LOGS"
+
+
+def spark_log_file() -> Path:
+    """Where this process's Spark JVM writes its own output (WIT_LOG_DIR, else a
+    ``wit-builder-logs`` folder in the temp directory)."""
+    folder = Path(os.environ.get("WIT_LOG_DIR") or Path(tempfile.gettempdir())
+                  / "wit-builder-logs")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"spark-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+
+
+@contextlib.contextmanager
+def jvm_output_to(path: Path | None) -> Iterator[None]:
+    """Point this process's stdout and stderr file descriptors at `path` while the body
+    starts the JVM, which keeps them for its life: Spark's and the JVM's own lines
+    (log4j warnings, port retries, module notices, task traces) go to that file, not
+    around the CLI's one-line messages. None: leave them on the terminal."""
+    if path is None:
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.dup2(target, 1)
+        os.dup2(target, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, target):
+            os.close(fd)
+    log.debug("Spark's own log: %s", path)
+
+
 def get_spark(
     master: str | None = "local[*]",
     app_name: str = "wit-builder",
@@ -116,7 +165,8 @@ def get_spark(
     settings = {**DEFAULT_CONF, **local_conf(master or ""), **(conf or {})}
     for key, value in settings.items():
         builder = builder.config(key, value)
-    spark = builder.getOrCreate()
+    with jvm_output_to(None if os.environ.get(SHOW_LOGS_ENV) else spark_log_file()):
+        spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     if spark.sparkContext.master.startswith("local"):
         quiet_task_errors(spark)

@@ -23,7 +23,7 @@ from rich.logging import RichHandler
 from wit_builder import __version__, stages
 from wit_builder.cli.options import stage_command
 from wit_builder.errors import WitError
-from wit_builder.spark import active_spark, stop_quietly
+from wit_builder.spark import SHOW_LOGS_ENV, active_spark, stop_quietly
 from wit_builder.terminal import safe, visible
 
 app = typer.Typer(
@@ -78,7 +78,9 @@ def announce(stage: str, result: Any) -> None:
 
 @app.callback()
 def main(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging, and "
+                                          "Spark's own log on the terminal (otherwise in "
+                                          "a file: WIT_LOG_DIR)")] = False,
     version: Annotated[bool, typer.Option("--version", help="print the version")] = False,
 ) -> None:
     """Set up logging for all subcommands."""
@@ -94,6 +96,9 @@ def main(
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
                         handlers=[handler])
     logging.getLogger("py4j").setLevel(logging.WARNING)
+    logging.getLogger("faiss").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    if verbose:  # the Spark JVM's own lines reach the terminal too
+        os.environ[SHOW_LOGS_ENV] = "1"
 
 
 def visible_record(record: logging.LogRecord) -> bool:

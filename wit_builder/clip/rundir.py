@@ -25,6 +25,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from wit_builder.config import config_changes
 from wit_builder.errors import OutputExistsError
 from wit_builder.outputs import MARKER, read_marker, write_json
 
@@ -40,13 +41,6 @@ def read_run(out: Path) -> dict[str, Any] | None:
     """The ``run.json`` of a run directory, or None."""
     path = out / RUN_FILE
     return json.loads(path.read_text()) if path.is_file() else None
-
-
-def config_changes(before: dict[str, Any], after: dict[str, Any]) -> str:
-    """'key old → new, ...' for the keys whose values differ."""
-    keys = sorted(set(before) | set(after))
-    return ", ".join(f"{k} {before.get(k)!r} → {after.get(k)!r}" for k in keys
-                     if before.get(k) != after.get(k))
 
 
 def check_run_dir(cfg: TrainConfig, chash: str) -> bool:

@@ -19,8 +19,12 @@ from wit_builder.images.decode import ResizeMode
 class DownloadConfig(SparkStageConfig):
     """Parameters of `wit download`."""
 
+    # Besides how it runs: the network patience (timeout, deadline, retries) decides how
+    # long a fetch may take, never what an image becomes; changing it keeps the shards a
+    # killed run finished (only the unfinished ones use the new values).
     RUNTIME_FIELDS: ClassVar[frozenset[str]] = SparkStageConfig.RUNTIME_FIELDS | {
-        "threads", "processes", "distributor", "retry_failed"}
+        "threads", "processes", "distributor", "retry_failed", "timeout", "deadline",
+        "retries"}
     # Fields that decide what a downloaded image is: a retry must use the finished run's.
     IMAGE_FIELDS: ClassVar[tuple[str, ...]] = (
         "pairs", "image_size", "resize_mode", "min_image_size", "max_aspect_ratio",

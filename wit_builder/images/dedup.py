@@ -21,10 +21,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from wit_builder.images.phash import hamming
+from wit_builder.images.components import components as spark_components
 from wit_builder.stats import StageStats
 
 if TYPE_CHECKING:
@@ -121,7 +119,8 @@ def components(pairs: list[tuple[str, str]]) -> Groups:
 
 def faiss_pairs(hashes: np.ndarray, max_distance: int) -> set[tuple[int, int]]:
     """All index pairs (i < j) within Hamming `max_distance`, by faiss' binary brute
-    force (`hashes`: int64)."""
+    force (`hashes`: int64). The reference the tests and `benchmarks/images.py` check the
+    banding join against; no stage calls it."""
     import faiss
 
     codes = hashes.astype(">i8").view(np.uint8).reshape(-1, 8)
@@ -142,30 +141,38 @@ DUPLICATE_SCHEMA = pa.schema([("uid", pa.string()), ("kept_uid", pa.string()),
 
 
 def duplicate_rows(samples: DataFrame, max_distance: int, bucket_cap: int,
-                   stats: StageStats) -> pa.Table:
-    """``duplicates.parquet``: each removed uid, the uid its group keeps, their pHash
-    distance and whether the bytes were identical."""
+                   stats: StageStats) -> DataFrame:
+    """The rows of ``duplicates.parquet``, computed by the executors and persisted: each
+    removed uid, the uid its group keeps (the component's smallest, `components`), their
+    pHash distance and whether the bytes were identical. The largest group's size goes
+    into the stats (transitive chains can group images that are not near each other)."""
+    from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    exact = exact_groups(samples).select(F.col("kept_uid").alias("uid_a"),
-                                         F.col("uid").alias("uid_b"))
+    exact = exact_groups(samples).select(F.col("kept_uid").alias("u"), F.col("uid").alias("v"))
     near, capped = near_pairs(samples, max_distance, bucket_cap)
-    pairs = exact.unionByName(near.select("uid_a", "uid_b")).distinct().collect()
+    edges = exact.unionByName(near.select(F.col("uid_a").alias("u"), F.col("uid_b").alias("v")))
     stats.extra["capped_buckets"] = capped.count()
-    groups = components([(r.uid_a, r.uid_b) for r in pairs])
-    involved = set(groups.removed) | set(groups.kept)
-    info = {r.uid: (r.sha256, r.phash) for r in samples.filter(F.col("uid").isin(
-        list(involved))).select("uid", "sha256", "phash").collect()} if involved else {}
-    distance = [hamming(info[u][1], info[k][1]) for u, k in zip(groups.removed, groups.kept,
-                                                                strict=True)]
-    kind = ["exact" if info[u][0] == info[k][0] else "near"
-            for u, k in zip(groups.removed, groups.kept, strict=True)]
-    return pa.table({"uid": groups.removed, "kept_uid": groups.kept, "distance": distance,
-                     "kind": kind}, schema=DUPLICATE_SCHEMA)
+    groups, rounds = spark_components(edges)
+    info = samples.select("uid", "sha256", "phash")
+    kept = info.select(F.col("uid").alias("kept_uid"), F.col("sha256").alias("kept_sha256"),
+                       F.col("phash").alias("kept_phash"))
+    rows = groups.join(info, "uid").join(kept, "kept_uid").select(
+        "uid", "kept_uid",
+        F.bit_count(F.col("phash").bitwiseXOR(F.col("kept_phash"))).cast("int")
+        .alias("distance"),
+        F.when(F.col("sha256") == F.col("kept_sha256"), "exact").otherwise("near")
+        .alias("kind")).persist(StorageLevel.MEMORY_AND_DISK)
+    largest = rows.groupBy("kept_uid").count().agg(F.max("count")).first()[0]
+    stats.extra.update(largest_duplicate_group=largest + 1 if largest else 0,
+                       component_rounds=rounds)
+    return rows
 
 
-def write_duplicates(directory: Path, table: pa.Table, stats: StageStats) -> None:
-    """``duplicates.parquet`` and its drops (``exact_duplicate``, ``near_duplicate``)."""
-    pq.write_table(table, directory / DUPLICATES_FILE)
+def write_duplicates(directory: Path, rows: DataFrame, stats: StageStats) -> None:
+    """``duplicates.parquet`` (a dataset in uid order, written by the executors) and its
+    drops (``exact_duplicate``, ``near_duplicate``)."""
+    rows.orderBy("uid").write.parquet(str(directory / DUPLICATES_FILE))
+    counts = {r["kind"]: r["count"] for r in rows.groupBy("kind").count().collect()}
     for kind in ("exact", "near"):
-        stats.drop(f"{kind}_duplicate", table.filter(pc.equal(table["kind"], kind)).num_rows)
+        stats.drop(f"{kind}_duplicate", counts.get(kind, 0))

@@ -14,6 +14,7 @@ Tasks run on Spark (one partition per shard) or on a local process pool.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -32,6 +33,7 @@ from wit_builder.errors import InputError
 from wit_builder.images import netguard
 from wit_builder.images.decode import Resizer
 from wit_builder.outputs import piece_done
+from wit_builder.spark import SHOW_LOGS_ENV, spark_log_file
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
 # albumentations (imported by img2dataset) checks online for updates unless told not to.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 INPUTS_DIR = "_inputs"
+LOW_SPACE = 16 * 2**20  # free bytes under which a failed shard is taken for a full disk
 # Pair columns copied into each sample's .json (those the input has).
 CARRIED = ("uid", "entry_ids", "keep_prob", "page_url")
 OPT_OUT_DIRECTIVES = ("noai", "noimageai", "noindex", "noimageindex")
@@ -154,6 +157,16 @@ def run_on_spark(spark: SparkSession, shards: list[tuple[int, str]],
     return rdd.mapPartitions(lambda part: fetch_shards(part, settings)).collect()
 
 
+def quiet_worker(log: str | None) -> None:
+    """Pool initializer: the worker's own output (img2dataset's tracebacks) goes to the
+    log file, not around the CLI's lines (None: left on the terminal)."""
+    if log is not None:
+        target = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(target, 1)
+        os.dup2(target, 2)
+        os.close(target)
+
+
 def _fetch_one(args: tuple[tuple[int, str], FetchSettings]) -> tuple[int, bool]:
     shard, settings = args
     return next(fetch_shards([shard], settings))
@@ -164,7 +177,9 @@ def run_on_processes(shards: list[tuple[int, str]], settings: FetchSettings,
     """One shard at a time per process of a local pool (spawned: no forked threads)."""
     import multiprocessing
 
-    with multiprocessing.get_context("spawn").Pool(max(1, processes)) as pool:
+    log = str(spark_log_file()) if not os.environ.get(SHOW_LOGS_ENV) else None
+    with multiprocessing.get_context("spawn").Pool(max(1, processes), initializer=quiet_worker,
+                                                   initargs=(log,)) as pool:
         return list(pool.imap_unordered(_fetch_one, [(s, settings) for s in shards]))
 
 
@@ -238,6 +253,10 @@ def run_tasks(todo: list[tuple[int, str]], settings: FetchSettings,
     else:
         results = run_on_spark(spark, todo, settings)
     failed = sorted(shard for shard, ok in results if not ok)
+    if failed and shutil.disk_usage(settings.output_folder).free < LOW_SPACE:
+        # img2dataset reports a full disk as a failed shard (its traceback is in the
+        # log): say what happened; the finished shards are kept for the rerun
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), settings.output_folder)
     if failed:
         raise InputError(f"{len(failed)} shard task(s) failed (e.g. {failed[0]}); rerun to "
                          "retry them: finished shards are kept")

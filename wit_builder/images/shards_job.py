@@ -39,15 +39,14 @@ def build(tmp: Path, cfg: ShardsConfig, paths: list[str], spark: SparkSession) -
     samples = tars.unique_uids(tars.count_unusable(scanned, stats), stats)
     dups = dedup.duplicate_rows(samples, cfg.max_distance, cfg.bucket_cap, stats)
     dedup.write_duplicates(tmp, dups, stats)
-    removed = spark.createDataFrame([(u,) for u in dups["uid"].to_pylist()], "uid string")
-    kept = manifest.numbered(samples.join(removed, "uid", "left_anti"))
+    kept = manifest.numbered(samples.join(dups.select("uid"), "uid", "left_anti"))
     sizes = manifest.write_shards(kept, tmp, cfg.samples_per_shard)
     tarshards.write_sizes(tmp, sizes)
     manifest.write_manifest(kept, tmp, cfg.samples_per_shard)
     stats.rows_out = sum(sizes.values())
     stats.extra["shards"] = len(sizes)
-    kept.unpersist()
-    scanned.unpersist()
+    for persisted in (kept, dups, scanned):
+        persisted.unpersist()
     return stats
 
 

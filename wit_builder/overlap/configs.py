@@ -5,6 +5,7 @@ Each field's description is also its command-line help (`cli.stage_command`).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -73,6 +74,32 @@ class OverlapConfig(SparkStageConfig):
                 raise ValueError(f"{spec!r} is not one of digits, cifar10:DIR, "
                                  "cifar100:DIR, imagefolder:DIR, wds:PATTERN")
         return values
+
+    @field_validator("eval")
+    @classmethod
+    def _absolute_sets(cls, values: list[str]) -> list[str]:
+        """Eval folders and shards as absolute paths: readers of the output (`wit overlap
+        report`) find them from any working directory."""
+        return [absolute_spec(spec) for spec in values]
+
+    @field_validator("shards")
+    @classmethod
+    def _absolute_shards(cls, value: str) -> str:
+        return absolute_pattern(value)
+
+
+def absolute_pattern(pattern: str) -> str:
+    """A ``::``-joined shard pattern with each local part made absolute."""
+    return "::".join(part if "://" in part or part.startswith("pipe:") or not part
+                     else os.path.abspath(part) for part in pattern.split("::"))
+
+
+def absolute_spec(spec: str) -> str:
+    """An eval set spec with its folder or shard pattern made absolute."""
+    kind, colon, arg = spec.partition(":")
+    if not arg:
+        return spec
+    return f"{kind}{colon}{absolute_pattern(arg) if kind == 'wds' else os.path.abspath(arg)}"
 
 
 class TrainDetectorConfig(StageConfig):

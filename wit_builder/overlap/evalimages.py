@@ -87,6 +87,17 @@ def load_set(spec: str) -> EvalSet:
     return wds_set(arg) if kind == "wds" else load_eval_set(spec)
 
 
+def check_specs(specs: list[str]) -> None:
+    """`InputError` for an eval set whose folder or shards are not there (checked before
+    any work; the sets themselves are read later)."""
+    for spec in specs:
+        kind, _, arg = spec.partition(":")
+        if kind == "wds":
+            tarshards.expand(arg)
+        elif arg and not Path(arg).is_dir():
+            raise InputError(f"eval set {spec!r}: {arg} is not a directory")
+
+
 def wds_set(pattern: str) -> EvalSet:
     """Eval shards as an unlabelled one-split set; images are read by offset on demand."""
     members: list[tuple[str, str, int, int]] = []  # (shard, key, data offset, size)

@@ -17,13 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow.compute as pc
 
-from wit_builder import tarshards
 from wit_builder.config import config_hash
-from wit_builder.errors import InputError
 from wit_builder.inputs import fingerprint
 from wit_builder.outputs import StageResult
 from wit_builder.overlap import decide, index, matches, scan
 from wit_builder.overlap.configs import OverlapConfig
+from wit_builder.overlap.evalimages import check_specs
 from wit_builder.overlap.methods import Embedder, Method, method_files, parse_method
 from wit_builder.spark import run_spark_stage
 from wit_builder.stats import StageStats
@@ -34,15 +33,6 @@ if TYPE_CHECKING:
 STAGE = "overlap"
 OUTPUT_VERSION = 2
 CONFIG = OverlapConfig
-
-
-def pool_shards(spec: str) -> list[str]:
-    """The pool's local tar files; `InputError` if one is missing or remote."""
-    paths = tarshards.expand(spec)
-    remote = [p for p in paths if not Path(p).is_file()]
-    if remote:
-        raise InputError(f"pool shards must be local files here: {remote[0]}")
-    return paths
 
 
 def method_of(cfg: OverlapConfig) -> Method:
@@ -89,7 +79,8 @@ def build(work: Path, cfg: OverlapConfig, paths: list[str], method: Method, scor
 
 def run(cfg: OverlapConfig, spark: SparkSession | None = None) -> StageResult:
     """Run the stage (skips when `cfg.out` is complete for this config)."""
-    paths = pool_shards(cfg.shards)
+    paths = scan.pool_shards(cfg.shards)
+    check_specs(cfg.eval)  # before Spark starts: a wrong folder is a one-line error at once
     method = method_of(cfg)
     inputs: list[Any] = [fingerprint(paths)]
     if method.path:

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from wit_builder import tarshards
+from wit_builder.errors import InputError
 from wit_builder.outputs import atomic_write, piece_done
 from wit_builder.overlap.index import deserialize, to_device
 from wit_builder.overlap.matches import NEIGHBOURS_DIR, ROW_SCHEMA
@@ -29,6 +30,15 @@ from wit_builder.overlap.methods import Embedder, Embedding
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+
+
+def pool_shards(spec: str) -> list[str]:
+    """The pool's local tar files; `InputError` if one is missing or remote."""
+    paths = tarshards.expand(spec)
+    remote = [p for p in paths if not Path(p).is_file()]
+    if remote:
+        raise InputError(f"pool shards must be local files here: {remote[0]}")
+    return paths
 
 
 @dataclass(frozen=True)
