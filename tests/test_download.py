@@ -161,3 +161,49 @@ def test_retry_failed_fetches_only_transient_failures(downloaded, server, spark,
     assert len(samples(out)) == stats["rows_out"]
     again = download_job.run(cfg, spark)  # nothing transient left
     assert again.status == "skipped"
+
+
+# (status, error message) as img2dataset and our guard write them, one per reason at least
+CLASSIFY_CASES = [
+    ("failed_to_download", "HTTP Error 404: Not Found"),
+    ("failed_to_download", "HTTP Error 429: Too Many Requests"),
+    ("failed_to_download", "HTTP Error 503: Service Unavailable"),
+    ("failed_to_download", "HTTP Error 304: Not Modified"),
+    ("failed_to_download", "HTTP Error 302: The HTTP server returned a redirect error that "
+     "would lead to an infinite loop.\nThe last 30x error message was:\nFound"),
+    ("failed_to_download", "HTTP Error 302: redirection to url 'file:///etc/passwd' is not "
+     "allowed"),
+    ("failed_to_download", "<urlopen error timed out>"),
+    ("failed_to_download", "timed out: the whole-request deadline of 3 s passed"),
+    ("failed_to_download", "too_large: the body is over 5 bytes"),
+    ("failed_to_download", "<urlopen error [Errno -2] Name or service not known>"),
+    ("failed_to_download", "<urlopen error [Errno 111] Connection refused>"),
+    ("failed_to_download", "Remote end closed connection without response"),
+    ("failed_to_download", "<urlopen error [SSL: CERTIFICATE_VERIFY_FAILED]>"),
+    ("failed_to_download", "<urlopen error blocked_address: x is 10.0.0.1>"),
+    ("failed_to_download", "<urlopen error blocked_scheme: ftp URLs are not fetched>"),
+    ("failed_to_download", "<urlopen error unknown url type: 'None'>"),
+    ("failed_to_download", "Use of image disallowed by X-Robots-Tag directive"),
+    ("failed_to_download", "something else entirely"), ("failed_to_download", None),
+    (None, None),
+    *[("failed_to_resize", f"{r}: details") for r in
+      ("not_an_image", "decode_error", "too_small", "too_large", "bad_aspect")],
+    ("failed_to_resize", "cannot identify image file"),
+]
+
+
+def test_vectorized_classify_equals_classify_on_every_reason():
+    import pyarrow as pa
+
+    from wit_builder.images.outcomes import classify, classify_arrays
+
+    status = pa.array([s for s, _ in CLASSIFY_CASES], pa.string())
+    error = pa.array([e for _, e in CLASSIFY_CASES], pa.string())
+    reason, http_status = classify_arrays(status, error)
+    expected = [classify(s, e) for s, e in CLASSIFY_CASES]
+    assert list(zip(reason.to_pylist(), http_status.to_pylist(), strict=True)) == expected
+    assert {r for r, _ in expected} >= {
+        "http_4xx", "http_429", "http_5xx", "bad_redirect", "too_many_redirects",
+        "blocked_scheme", "timeout", "too_large", "dns", "connection_refused",
+        "connection_reset", "ssl_error", "blocked_address", "opted_out", "download_error",
+        "not_an_image", "decode_error", "too_small", "bad_aspect"}

@@ -92,7 +92,7 @@ def test_spark_banding_finds_the_same_pairs_as_faiss_brute_force(spark):
     uids = [f"{i:06d}" for i in range(len(hashes))]
     df = spark.createDataFrame([(u, int(h)) for u, h in zip(uids, hashes, strict=True)],
                                "uid string, phash long")
-    pairs, _ = dedup.near_pairs(df, max_distance=4, bucket_cap=1000)
+    pairs, _ = dedup.near_pairs(df, max_distance=4, block=1000)
     got = {(int(r.uid_a), int(r.uid_b)) for r in pairs.collect()}
     expected = dedup.faiss_pairs(hashes, 4)
     assert got == expected
@@ -149,12 +149,13 @@ def test_open_clip_trainer_reads_the_shards_and_sizes_json(shards, tmp_path):
 
 
 def test_blank_images_beyond_the_bucket_cap_are_still_grouped(spark):
-    """Ten identical hashes (blank images) fill their band buckets past the cap: those
-    buckets are counted and not expanded, and the ten still form one group."""
+    """Ten identical hashes (blank images) fill their band buckets past the block size:
+    those buckets are counted (verified in several blocks, none skipped), and the ten
+    form one group."""
     blank = [(f"b{i}", 0) for i in range(10)]
     others = [("x1", 0x0123456789ABCDEF), ("x2", 0x0123456789ABCDEE)]  # distance 1
     df = spark.createDataFrame(blank + others, "uid string, phash long")
-    pairs, capped = dedup.near_pairs(df, max_distance=4, bucket_cap=5)
+    pairs, capped = dedup.near_pairs(df, max_distance=4, block=5)
     assert capped.count() == 5  # the five bands of the all-zero hash
     groups = dedup.components([(r.uid_a, r.uid_b) for r in pairs.collect()])
     assert dict(zip(groups.removed, groups.kept, strict=True)) == {
@@ -222,3 +223,26 @@ def test_spark_components_equal_scipy_on_graphs_of_many_shapes(spark):
     assert {(r.uid, r.kept_uid) for r in got.collect()} == set(
         zip(expected.removed, expected.kept, strict=True))
     assert rounds < 40  # log-squared, not the chain's length
+
+
+def test_a_bucket_of_20k_hashes_is_verified_exactly(spark):
+    """20,000 hashes agree on their first band (one bucket, where a cap would have
+    skipped them all) plus planted neighbours 1–4 bits away: exactly faiss' pairs."""
+    rng = np.random.default_rng(3)
+    shift, width = dedup.band_masks(4)[0]
+    keep = np.int64(~(((1 << width) - 1) << shift))
+    base = (rng.integers(-(2**63), 2**63 - 1, size=20_000, dtype=np.int64) & keep) | 0x155
+    planted = []
+    for i in range(400):
+        flips = rng.choice(np.arange(width, 64), size=1 + i % 4, replace=False)
+        planted.append(int(base[i]) ^ int(sum(1 << int(f) for f in flips)))
+    planted = [p - (1 << 64) if p >= 1 << 63 else p for p in planted]
+    hashes = np.concatenate([base, np.array(planted, dtype=np.int64)])
+    assert len(np.unique(hashes)) == len(hashes)
+    df = spark.createDataFrame([(f"{i:06d}", int(h)) for i, h in enumerate(hashes)],
+                               "uid string, phash long")
+    pairs, big = dedup.near_pairs(df, max_distance=4, block=1000)
+    assert big.filter("band = 0").count() == 1
+    got = {(int(r.uid_a), int(r.uid_b)) for r in pairs.collect()}
+    assert got == dedup.faiss_pairs(hashes, 4)
+    assert len(got) >= 400

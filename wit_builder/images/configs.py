@@ -87,5 +87,5 @@ class ShardsConfig(SparkStageConfig):
     max_distance: int = Field(4, ge=0, le=31, description="pHash Hamming distance at or "
                               "below which two images are near duplicates")
     samples_per_shard: int = Field(10_000, ge=1, description="samples per final shard")
-    bucket_cap: int = Field(1000, ge=2, description="largest band bucket expanded into "
-                            "pairs (larger: blank images; matched on equal hashes only)")
+    bucket_cap: int = Field(1000, ge=1, description="hashes per verification block of a "
+                            "band bucket (bounds a task's memory; no bucket is skipped)")

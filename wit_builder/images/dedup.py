@@ -2,24 +2,27 @@
 
 Near pairs are found exactly at any scale by banding: the 64 bits are cut into d+1
 bands, and two hashes within distance d agree on at least one band (pigeonhole: d
-differing bits touch at most d bands). So a join on (band, band value) finds every
-candidate pair, and the true distance (``bit_count(a ^ b)``) keeps the real ones. A
-bucket holding more than `bucket_cap` hashes (blank or near-blank images, whose band
-values coincide by the thousand) is not expanded into pairs; its members are still
-matched to identical hashes (distance 0), and the capped buckets are counted.
+differing bits touch at most d bands). Every (band, band value) bucket is verified in
+its own Spark task by blocked brute force (XOR and popcount over NumPy arrays) among its
+distinct hashes, identical hashes collapsed first: no bucket is skipped, whatever its size
+(blank images share their hashes by the thousand), and a pair is emitted only by the
+lowest band its hashes agree on, so no global ``distinct`` is needed.
 
-Groups are the connected components of the pair graph (scipy); each keeps its smallest
-uid, so the choice does not depend on task order. `faiss_pairs` finds the same pairs by
-brute force (faiss' binary flat index), as a cross-check.
+Groups are the connected components of the pair graph, computed in Spark
+(`components`); each keeps its smallest uid, so the choice does not depend on task
+order. `components` here (scipy) and `faiss_pairs` (faiss' binary brute force) are the
+references the tests check against.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
 from wit_builder.images.components import components as spark_components
@@ -58,35 +61,70 @@ def band_rows(samples: DataFrame, max_distance: int) -> DataFrame:
             .select("b.band", "b.value", "uid", "phash"))
 
 
-def near_pairs(samples: DataFrame, max_distance: int, bucket_cap: int
+PAIR_COLUMNS = "uid_a string, uid_b string, distance int"
+BLOCK_CELLS = 1 << 23  # XOR results held at once while verifying a bucket (64 MiB)
+
+
+def near_pairs(samples: DataFrame, max_distance: int, block: int
                ) -> tuple[DataFrame, DataFrame]:
-    """(pairs (uid_a < uid_b, distance ≤ d), capped buckets (band, value, size))."""
+    """(edges joining every pair within distance d, big buckets (band, value, count)).
+
+    Each band bucket is verified in its own task by blocked brute force over its distinct
+    hashes (`bucket_edges`): no bucket is skipped, however many blank images share it.
+    The edges are enough to group (the smallest uid of each identical hash stands for its
+    hash; identical hashes are joined to it), each emitted once; `uid_a < uid_b`. Buckets
+    of more than `block` hashes (verified in several blocks) are returned for the stats.
+    """
     from pyspark.sql import functions as F
 
     rows = band_rows(samples, max_distance)
-    sizes = rows.groupBy("band", "value").count()
-    capped = sizes.filter(F.col("count") > bucket_cap)
-    usable = rows.join(capped.select("band", "value"), ["band", "value"], "left_anti")
-    a, b = usable.alias("a"), usable.alias("b")
-    distance = F.bit_count(F.col("a.phash").bitwiseXOR(F.col("b.phash")))
-    joined = (a.join(b, (F.col("a.band") == F.col("b.band"))
-                     & (F.col("a.value") == F.col("b.value"))
-                     & (F.col("a.uid") < F.col("b.uid")))
-              .select(F.col("a.uid").alias("uid_a"), F.col("b.uid").alias("uid_b"),
-                      distance.alias("distance"))
-              .filter(F.col("distance") <= max_distance))
-    same = identical_pairs(samples)
-    return joined.unionByName(same).distinct(), capped
+    big = rows.groupBy("band", "value").count().filter(F.col("count") > block)
+    verify = functools.partial(bucket_edges, max_distance=max_distance, block=block)
+    return rows.groupBy("band", "value").applyInPandas(verify, PAIR_COLUMNS), big
 
 
-def identical_pairs(samples: DataFrame) -> DataFrame:
-    """Pairs with equal pHash (distance 0) next to the smallest uid of their hash: they
-    are found even inside capped buckets."""
-    from pyspark.sql import functions as F
+def bucket_edges(bucket: pd.DataFrame, max_distance: int, block: int) -> pd.DataFrame:
+    """The edges of one band bucket (see `near_pairs`): a pair is emitted from the lowest
+    band its two hashes agree on, so it comes out of exactly one bucket."""
+    band = int(bucket["band"].iloc[0])
+    bucket = bucket.sort_values("uid", kind="stable")
+    uids = bucket["uid"].to_numpy()
+    hashes, first, inverse = np.unique(bucket["phash"].to_numpy(np.int64),
+                                       return_index=True, return_inverse=True)
+    reps = uids[first]  # uids are sorted: the first of each hash is its smallest
+    edges = [identical_edges(uids, reps[inverse])] if band == 0 else []
+    codes = hashes.view(np.uint64)
+    rows = max(1, min(block, BLOCK_CELLS // max(1, len(codes))))
+    for start in range(0, len(codes), rows):
+        edges.append(block_edges(codes, start, rows, band, max_distance, reps))
+    return pd.concat(edges, ignore_index=True) if edges else pd.DataFrame(
+        {"uid_a": [], "uid_b": [], "distance": []})
 
-    first = samples.groupBy("phash").agg(F.min("uid").alias("uid_a"))
-    return (samples.join(first, "phash").filter(F.col("uid") != F.col("uid_a"))
-            .select("uid_a", F.col("uid").alias("uid_b"), F.lit(0).alias("distance")))
+
+def identical_edges(uids: np.ndarray, reps: np.ndarray) -> pd.DataFrame:
+    """Each uid joined to the smallest uid of its hash (distance 0; every band agrees on
+    identical hashes, so band 0 emits them)."""
+    other = uids != reps
+    return pd.DataFrame({"uid_a": reps[other], "uid_b": uids[other],
+                         "distance": np.zeros(int(other.sum()), np.int32)})
+
+
+def block_edges(codes: np.ndarray, start: int, rows: int, band: int, max_distance: int,
+                reps: np.ndarray) -> pd.DataFrame:
+    """Edges between distinct hashes `codes[start:start+rows]` and the later ones, within
+    `max_distance`, that agree on no band lower than `band`."""
+    part = codes[start:start + rows]
+    xor = part[:, None] ^ codes[None, :]
+    near = (np.bitwise_count(xor) <= max_distance) & (
+        np.arange(len(codes))[None, :] > np.arange(start, start + len(part))[:, None])
+    i, j = np.nonzero(near)
+    diff = xor[i, j]
+    lowest = np.ones(len(i), dtype=bool)
+    for shift, width in band_masks(max_distance)[:band]:
+        lowest &= ((diff >> np.uint64(shift)) & np.uint64((1 << width) - 1)) != 0
+    a, b = reps[start + i[lowest]], reps[j[lowest]]
+    return pd.DataFrame({"uid_a": np.where(a < b, a, b), "uid_b": np.where(a < b, b, a),
+                         "distance": np.bitwise_count(diff[lowest]).astype(np.int32)})
 
 
 @dataclass(frozen=True)
@@ -98,7 +136,8 @@ class Groups:
 
 
 def components(pairs: list[tuple[str, str]]) -> Groups:
-    """Each connected component of the pair graph keeps its smallest uid."""
+    """Each connected component of the pair graph keeps its smallest uid (scipy, on the
+    driver: the reference `images.components` is tested against; no stage calls it)."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -140,7 +179,7 @@ DUPLICATE_SCHEMA = pa.schema([("uid", pa.string()), ("kept_uid", pa.string()),
                               ("distance", pa.int32()), ("kind", pa.string())])
 
 
-def duplicate_rows(samples: DataFrame, max_distance: int, bucket_cap: int,
+def duplicate_rows(samples: DataFrame, max_distance: int, block: int,
                    stats: StageStats) -> DataFrame:
     """The rows of ``duplicates.parquet``, computed by the executors and persisted: each
     removed uid, the uid its group keeps (the component's smallest, `components`), their
@@ -150,9 +189,9 @@ def duplicate_rows(samples: DataFrame, max_distance: int, bucket_cap: int,
     from pyspark.sql import functions as F
 
     exact = exact_groups(samples).select(F.col("kept_uid").alias("u"), F.col("uid").alias("v"))
-    near, capped = near_pairs(samples, max_distance, bucket_cap)
+    near, big = near_pairs(samples, max_distance, block)
     edges = exact.unionByName(near.select(F.col("uid_a").alias("u"), F.col("uid_b").alias("v")))
-    stats.extra["capped_buckets"] = capped.count()
+    stats.extra["big_buckets"] = big.count()  # verified in several blocks, none skipped
     groups, rounds = spark_components(edges)
     info = samples.select("uid", "sha256", "phash")
     kept = info.select(F.col("uid").alias("kept_uid"), F.col("sha256").alias("kept_sha256"),

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from wit_builder import tarshards
 from wit_builder.errors import InputError
 from wit_builder.images import fetch
-from wit_builder.images.outcomes import TRANSIENT, classify
+from wit_builder.images.outcomes import TRANSIENT, classify_arrays
 from wit_builder.outputs import atomic_write
 from wit_builder.stats import StageStats
 
@@ -36,14 +36,10 @@ FAILURE_SCHEMA = pa.schema([("uid", pa.string()), ("url", pa.string()),
 def failures_table(outcomes: pa.Table) -> pa.Table:
     """The rows of img2dataset's outcomes that are not successes, with their reason."""
     rows = outcomes.filter(pc.not_equal(outcomes["status"], "success"))
-    classified = [classify(s, e) for s, e in zip(rows["status"].to_pylist(),
-                                                  rows["error_message"].to_pylist(),
-                                                  strict=True)]
-    return pa.table({
-        "uid": rows["uid"], "url": rows["url"],
-        "reason": pa.array([r for r, _ in classified], pa.string()),
-        "http_status": pa.array([h for _, h in classified], pa.int32()),
-        "error_message": rows["error_message"]}, schema=FAILURE_SCHEMA)
+    reason, http_status = classify_arrays(rows["status"], rows["error_message"])
+    return pa.table({"uid": rows["uid"], "url": rows["url"], "reason": reason,
+                     "http_status": http_status, "error_message": rows["error_message"]},
+                    schema=FAILURE_SCHEMA)
 
 
 def checked_failures(work: Path, shards: dict[int, pa.Table]) -> pa.Table:

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 # albumentations (imported by img2dataset) checks online for updates unless told not to.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 INPUTS_DIR = "_inputs"
+POLL_SECONDS = 2.0  # progress refresh: one directory listing each
 LOW_SPACE = 16 * 2**20  # free bytes under which a failed shard is taken for a full disk
 # Pair columns copied into each sample's .json (those the input has).
 CARRIED = ("uid", "entry_ids", "keep_prob", "page_url")
@@ -191,18 +192,20 @@ class ProgressWatch:
         self.work, self.total, self.already = work, total, already
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
+        self.seen: dict[str, tuple[int, int]] = {}  # finished shard → (rows, successes)
 
     def counts(self) -> tuple[int, int]:
-        """(rows done, successes) over the finished shards."""
-        done = ok = 0
+        """(rows done, successes) over the finished shards; a stats file is read once,
+        when its shard finishes (on shared storage a listing is cheap, 65k reads are not)."""
         for path in self.work.glob("*_stats.json"):
+            if path.name in self.seen:
+                continue
             try:
                 stats = json.loads(path.read_text())
             except (OSError, ValueError):
                 continue
-            done += stats.get("count", 0)
-            ok += stats.get("successes", 0)
-        return done, ok
+            self.seen[path.name] = (stats.get("count", 0), stats.get("successes", 0))
+        return (sum(n for n, _ in self.seen.values()), sum(k for _, k in self.seen.values()))
 
     def _run(self) -> None:
         from rich.console import Console
@@ -214,7 +217,7 @@ class ProgressWatch:
         started = time.monotonic()
         with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
             task = progress.add_task("download", total=self.total, rate="")
-            while not self.stop.wait(1.0):
+            while not self.stop.wait(POLL_SECONDS):
                 done, ok = self.counts()
                 speed = (done - self.already) / max(1e-9, time.monotonic() - started)
                 rate = f"{ok / done:.0%} ok, {speed:.0f} img/s" if done else ""

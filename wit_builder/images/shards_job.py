@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 STAGE = "shards"
-OUTPUT_VERSION = 1
+OUTPUT_VERSION = 2
 CONFIG = ShardsConfig
 
 
