@@ -174,7 +174,8 @@ def test_impossible_thresholds_are_refused_before_any_work(download, tmp_path):
     shards = f"{download}/*.tar"
     for args, text in ((["--threshold", -1], "threshold -1.0 is impossible for phash"),
                        (["--threshold", 70], "threshold 70.0 is impossible for phash"),
-                       (["--set", "thresholds.digits=-3"], "thresholds.digits -3"),
+                       (["--set", "thresholds.digits=64"], "thresholds.digits 64.0 would "
+                        "match every image"),
                        (["--set", "near=-1"], "near -1")):
         code, out = cli("overlap", "--shards", shards, "--out", tmp_path / "o", *args)
         one_line(code, out, 2, text)
@@ -396,3 +397,25 @@ def test_hostile_servers_end_in_their_reason_within_the_deadline(spark, tmp_path
         url = server.url + path
         assert ("success" if url in kept else failures[url]) == expected, path
     assert took < 60  # the tarpit would hold its thread forever without the deadline
+
+
+def test_overlap_reconciles_with_the_pool_sizes(download, tmp_path):
+    """A pool whose sizes.json promises a sample more than its tars hold: the overlap
+    stats say so (a notice and input_mismatch)."""
+    import json
+
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    sizes = {}
+    for tar in sorted(download.glob("*.tar")):
+        shutil.copy(tar, pool / tar.name)
+        with tarfile.open(tar) as opened:
+            sizes[tar.name] = len({m.name.partition(".")[0] for m in opened.getmembers()})
+    sizes[next(iter(sizes))] += 1
+    (pool / "sizes.json").write_text(json.dumps(sizes))
+    code, text = cli("overlap", "--shards", f"{pool}/*.tar", "--out", tmp_path / "o",
+                     "--master", "local[2]")
+    assert code == 0, text
+    (pool / "sizes.json").unlink()  # wrong on purpose: not one of the shards we wrote
+    assert stats_of(tmp_path / "o")["input_mismatch"] == -1
+    assert "thepool'ssizes.jsonsay13" in flat(text)

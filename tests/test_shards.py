@@ -235,7 +235,8 @@ def test_a_bucket_of_20k_hashes_is_verified_exactly(spark):
     planted = []
     for i in range(400):
         flips = rng.choice(np.arange(width, 64), size=1 + i % 4, replace=False)
-        planted.append(int(base[i]) ^ int(sum(1 << int(f) for f in flips)))
+        mask = int(sum(1 << int(f) for f in flips))
+        planted.append((int(base[i]) & 0xFFFFFFFFFFFFFFFF) ^ mask)
     planted = [p - (1 << 64) if p >= 1 << 63 else p for p in planted]
     hashes = np.concatenate([base, np.array(planted, dtype=np.int64)])
     assert len(np.unique(hashes)) == len(hashes)

@@ -98,3 +98,11 @@ def test_a_torn_marker_is_one_line(tmp_path):
     (tmp_path / "pairs" / MARKER).write_text("[1, 2]")
     code, _, err = cli("show", tmp_path / "pairs")
     assert code == 2 and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_garbage_table_in_an_output_is_one_line(tmp_path):
+    hostile_pairs(tmp_path / "pairs")
+    (tmp_path / "pairs" / PAIRS_FILE / "part-0.parquet").write_bytes(b"PAR1 not parquet")
+    code, _, err = cli("show", tmp_path / "pairs")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "is not a readable table of this output" in err

@@ -19,3 +19,7 @@ class ConfigError(WitError):
 
 class OutputExistsError(WitError):
     """The output directory holds a finished run made with a different configuration."""
+
+
+class Incomplete(InputError):
+    """A resumable run stopped with finished pieces kept: the same command resumes."""

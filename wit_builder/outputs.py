@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from wit_builder import __version__
 from wit_builder.config import StageConfig, config_changes, config_hash
-from wit_builder.errors import InputError, OutputExistsError
+from wit_builder.errors import Incomplete, InputError, OutputExistsError, WitError
 from wit_builder.stats import StageStats
 
 MARKER = "_SUCCESS"
@@ -172,6 +172,14 @@ def _work_dir(out_dir: Path, chash: str, resumable: bool, cfg: StageConfig) -> P
     return work
 
 
+def worth_resuming(work: Path, error: BaseException) -> bool:
+    """True if a failed resumable run's work dir is kept: it holds finished pieces and
+    the run was stopped (Ctrl-C, a kill, a full disk, `Incomplete`), not refused for its
+    input, which a rerun with the same settings would meet again."""
+    refused = isinstance(error, WitError) and not isinstance(error, Incomplete)
+    return not refused and holds_files(work)
+
+
 def holds_files(directory: Path, skip: str = WORK_CONFIG) -> bool:
     """True if `directory` holds a file anywhere below it (folders alone, and the `skip`
     file, do not count)."""
@@ -231,8 +239,8 @@ def run_stage(
         stats.extra.setdefault("seconds", round(time.time() - started, 3))
         marker = write_marker(tmp, stage, chash, cfg, stats)
         _swap_into_place(tmp, out_dir)
-    except BaseException:
-        if not resumable or not holds_files(tmp):  # nothing finished there to resume
+    except BaseException as error:
+        if not resumable or not worth_resuming(tmp, error):
             shutil.rmtree(tmp, ignore_errors=True)
         raise
     stats.print()

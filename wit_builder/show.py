@@ -94,12 +94,24 @@ def show(out_dir: Path, per_source: int = 5, console: Console | None = None) -> 
     for line in stats.get("notices", []):
         console.print(f"  [yellow]note:[/] {safe(line)}", highlight=False, soft_wrap=True)
     if (out_dir / ENTRIES_FILE).is_file():
-        console.print(entries_table(out_dir / ENTRIES_FILE, per_source))
+        console.print(readable(entries_table, out_dir / ENTRIES_FILE, per_source))
     if (out_dir / PAIRS_FILE).exists():
-        console.print(pairs_table(out_dir / PAIRS_FILE, per_source))
+        console.print(readable(pairs_table, out_dir / PAIRS_FILE, per_source))
     for name, columns in IMAGE_TABLES:
         if (out_dir / name).exists():
-            console.print(rows_table(out_dir / name, columns, per_source))
+            console.print(readable(rows_table, out_dir / name, columns, per_source))
+
+
+def readable(make: Any, path: Path, *args: Any) -> Table:
+    """`make(path, *args)`; `InputError` (one line) if the file is not readable Parquet
+    with the columns shown (damaged or replaced after the stage wrote it)."""
+    import pyarrow as pa
+
+    try:
+        return make(path, *args)
+    except (pa.ArrowException, OSError, KeyError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise InputError(f"{path} is not a readable table of this output: {first}") from None
 
 
 def announce(result: StageResult, console: Console) -> None:

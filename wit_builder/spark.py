@@ -285,3 +285,18 @@ def run_spark_stage(stage: str, version: int, cfg: SparkStageConfig, inputs: lis
         return build(tmp, spark or get_spark(cfg.master, f"wit-{stage}", cfg.spark_conf))
 
     return run_stage(stage, version, cfg, inputs, body, resumable)
+
+
+def number_rows(df: DataFrame, order: str) -> DataFrame:
+    """`df` with each row's position in `order` order (``index``, from 0), persisted.
+
+    zipWithIndex numbers the range-partitioned, sorted rows partition by partition; a
+    window over the whole table (``row_number().over(Window.orderBy(order))``) would move
+    every row, texts and URLs included, into one task.
+    """
+    import pyarrow as pa
+    from pyspark import StorageLevel
+
+    rows = df.orderBy(order).rdd.zipWithIndex().map(lambda pair: (*pair[0], pair[1]))
+    schema = schema_plus(df, pa.field("index", pa.int64()))
+    return df.sparkSession.createDataFrame(rows, schema).persist(StorageLevel.MEMORY_AND_DISK)

@@ -16,10 +16,9 @@ references the tests check against.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -69,18 +68,47 @@ def near_pairs(samples: DataFrame, max_distance: int, block: int
                ) -> tuple[DataFrame, DataFrame]:
     """(edges joining every pair within distance d, big buckets (band, value, count)).
 
-    Each band bucket is verified in its own task by blocked brute force over its distinct
-    hashes (`bucket_edges`): no bucket is skipped, however many blank images share it.
-    The edges are enough to group (the smallest uid of each identical hash stands for its
-    hash; identical hashes are joined to it), each emitted once; `uid_a < uid_b`. Buckets
-    of more than `block` hashes (verified in several blocks) are returned for the stats.
+    A bucket of at most `block` hashes is expanded by a self-join (all its pairs); a
+    bigger one (blank images share their hashes by the thousand) is verified in its own
+    task by blocked brute force over its distinct hashes (`bucket_edges`). No bucket is
+    skipped. Every pair is emitted once, by the lowest band its hashes agree on; the
+    edges are enough to group (in a big bucket the smallest uid of each identical hash
+    stands for its hash); `uid_a < uid_b`.
     """
     from pyspark.sql import functions as F
 
     rows = band_rows(samples, max_distance)
-    big = rows.groupBy("band", "value").count().filter(F.col("count") > block)
-    verify = functools.partial(bucket_edges, max_distance=max_distance, block=block)
-    return rows.groupBy("band", "value").applyInPandas(verify, PAIR_COLUMNS), big
+    sizes = rows.groupBy("band", "value").agg(F.count("*").alias("n"))
+    sized = rows.join(sizes, ["band", "value"])
+    small = sized.filter(F.col("n") <= block)
+    a, b = small.alias("a"), small.alias("b")
+    xor = F.col("a.phash").bitwiseXOR(F.col("b.phash"))
+    joined = (a.join(b, (F.col("a.band") == F.col("b.band"))
+                     & (F.col("a.value") == F.col("b.value"))
+                     & (F.col("a.uid") < F.col("b.uid")))
+              .filter(lowest_band(xor, F.col("a.band"), max_distance))
+              .select(F.col("a.uid").alias("uid_a"), F.col("b.uid").alias("uid_b"),
+                      F.bit_count(xor).cast("int").alias("distance"))
+              .filter(F.col("distance") <= max_distance))
+
+    def verify(bucket: pd.DataFrame) -> pd.DataFrame:  # typed: Spark reads the hints
+        return bucket_edges(bucket, max_distance, block)
+
+    big_rows = sized.filter(F.col("n") > block).drop("n")
+    verified = big_rows.groupBy("band", "value").applyInPandas(verify, PAIR_COLUMNS)
+    return joined.unionByName(verified), sizes.filter(F.col("n") > block)
+
+
+def lowest_band(xor: Any, band: Any, max_distance: int) -> Any:
+    """Spark condition: no band below `band` agrees on the two hashes whose XOR is
+    `xor` (so the pair comes out of its lowest agreeing band only)."""
+    from pyspark.sql import functions as F
+
+    condition = F.lit(True)
+    for j, (shift, width) in enumerate(band_masks(max_distance)):
+        differs = F.shiftrightunsigned(xor, shift).bitwiseAND(F.lit((1 << width) - 1)) != 0
+        condition = condition & ((band <= j) | differs)
+    return condition
 
 
 def bucket_edges(bucket: pd.DataFrame, max_distance: int, block: int) -> pd.DataFrame:

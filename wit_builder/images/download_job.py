@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from wit_builder.curate.pairs import pairs_input_fingerprint, read_pairs
+from wit_builder.curate.pairs import pairs_dataset, pairs_input_fingerprint, read_pairs
 from wit_builder.errors import ConfigError
-from wit_builder.images import failures, fetch
+from wit_builder.images import failures, fetch, plan
 from wit_builder.images.configs import DownloadConfig
 from wit_builder.outputs import StageResult, amend, finished, run_stage
 from wit_builder.spark import get_spark, run_spark_stage
@@ -42,7 +42,10 @@ def download(work: Path, cfg: DownloadConfig, shards: dict[int, pa.Table],
 
 
 def build(work: Path, cfg: DownloadConfig, spark: SparkSession | None) -> StageStats:
-    """Download every shard not yet finished in `work`, then account for every row."""
+    """Download every shard not yet finished in `work`, then account for every row: in
+    Spark tasks (`plan`), or for the local process pool from the driver."""
+    if spark is not None:
+        return plan.download(work, cfg, spark.read.parquet(str(pairs_dataset(cfg.pairs))))
     pairs = read_pairs(cfg.pairs)
     usable, dropped = failures.usable_pairs(pairs)
     shards = fetch.plan_shards(usable, cfg.samples_per_shard)

@@ -10,6 +10,7 @@ go through `read_failures`.
 
 from __future__ import annotations
 
+import shutil
 import urllib.parse
 from pathlib import Path
 
@@ -21,7 +22,6 @@ from wit_builder import tarshards
 from wit_builder.errors import InputError
 from wit_builder.images import fetch
 from wit_builder.images.outcomes import TRANSIENT, classify_arrays
-from wit_builder.outputs import atomic_write
 from wit_builder.stats import StageStats
 
 STAGE = "download"
@@ -36,9 +36,10 @@ FAILURE_SCHEMA = pa.schema([("uid", pa.string()), ("url", pa.string()),
 def failures_table(outcomes: pa.Table) -> pa.Table:
     """The rows of img2dataset's outcomes that are not successes, with their reason."""
     rows = outcomes.filter(pc.not_equal(outcomes["status"], "success"))
-    reason, http_status = classify_arrays(rows["status"], rows["error_message"])
-    return pa.table({"uid": rows["uid"], "url": rows["url"], "reason": reason,
-                     "http_status": http_status, "error_message": rows["error_message"]},
+    error = rows["error_message"].cast(pa.string())  # a null column where all succeeded
+    reason, http_status = classify_arrays(rows["status"].cast(pa.string()), error)
+    return pa.table({"uid": rows["uid"].cast(pa.string()), "url": rows["url"].cast(pa.string()),
+                     "reason": reason, "http_status": http_status, "error_message": error},
                     schema=FAILURE_SCHEMA)
 
 
@@ -108,10 +109,18 @@ def retried_stats(before: dict, failures: pa.Table, new_shards: int, retried: in
 
 
 def write_failures(directory: Path, failures: pa.Table) -> None:
-    """The ``failures/`` dataset of a download output (its one file atomically)."""
-    (directory / FAILURES_FILE).mkdir(exist_ok=True)
-    atomic_write(directory / FAILURES_FILE / FAILURES_PART,
-                 lambda tmp: pq.write_table(failures, tmp))
+    """The ``failures/`` dataset of a download output, as one file, replacing any files
+    it had (a new folder renamed into place)."""
+    target = directory / FAILURES_FILE
+    fresh = directory / f".{FAILURES_FILE}.new"
+    shutil.rmtree(fresh, ignore_errors=True)
+    fresh.mkdir()
+    pq.write_table(failures, fresh / FAILURES_PART)
+    old = directory / f".{FAILURES_FILE}.old"
+    if target.exists():
+        target.rename(old)
+    fresh.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def read_failures(directory: Path) -> pa.Table:

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from wit_builder import tarshards
-from wit_builder.errors import InputError
+from wit_builder.errors import Incomplete
 from wit_builder.images import netguard
 from wit_builder.images.decode import Resizer
 from wit_builder.outputs import piece_done
@@ -139,12 +139,18 @@ def make_downloader(settings: FetchSettings) -> Any:
         if settings.respect_opt_out else None)
 
 
+def downloader_in_task(settings: FetchSettings) -> Any:
+    """img2dataset's `Downloader` for this worker process, with the network guard and
+    its limits installed first."""
+    os.environ.update(settings.env)
+    netguard.install(settings.allow_network, settings.limits)
+    return make_downloader(settings)
+
+
 def fetch_shards(shards: Iterable[tuple[int, str]], settings: FetchSettings
                  ) -> Iterator[tuple[int, bool]]:
     """Download each (shard id, input file) in this process: (shard id, finished)."""
-    os.environ.update(settings.env)
-    netguard.install(settings.allow_network, settings.limits)
-    downloader = make_downloader(settings)
+    downloader = downloader_in_task(settings)
     for shard_id, path in shards:
         clear_partial(Path(settings.output_folder), shard_id)
         ok, _ = downloader((shard_id, path))
@@ -188,11 +194,12 @@ class ProgressWatch:
     """Follows the shards' stats files while tasks run: images done, success rate,
     images per second, shown with rich."""
 
-    def __init__(self, work: Path, total: int, already: int) -> None:
-        self.work, self.total, self.already = work, total, already
+    def __init__(self, work: Path, total: int, already: int | None) -> None:
+        self.work, self.total = work, total
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.seen: dict[str, tuple[int, int]] = {}  # finished shard → (rows, successes)
+        self.already = self.counts()[0] if already is None else already
 
     def counts(self) -> tuple[int, int]:
         """(rows done, successes) over the finished shards; a stats file is read once,
@@ -248,20 +255,25 @@ def shard_files(work: Path, shard_id: int) -> list[Path]:
 def run_tasks(todo: list[tuple[int, str]], settings: FetchSettings,
               spark: SparkSession | None, processes: int) -> None:
     """Download the shards still to do, on Spark or (without a session) on `processes`;
-    `InputError` if a shard task failed as a whole."""
+    `Incomplete` if a shard task failed as a whole (the rest is kept)."""
     if not todo:
         return
     if spark is None:
         results = run_on_processes(todo, settings, processes)
     else:
         results = run_on_spark(spark, todo, settings)
+    check_results(results, settings)
+
+
+def check_results(results: list[tuple[int, bool]], settings: FetchSettings) -> None:
+    """`OSError` (no space) or `Incomplete` if a shard task failed as a whole."""
     failed = sorted(shard for shard, ok in results if not ok)
     if failed and shutil.disk_usage(settings.output_folder).free < LOW_SPACE:
         # img2dataset reports a full disk as a failed shard (its traceback is in the
         # log): say what happened; the finished shards are kept for the rerun
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), settings.output_folder)
     if failed:
-        raise InputError(f"{len(failed)} shard task(s) failed (e.g. {failed[0]}); rerun to "
+        raise Incomplete(f"{len(failed)} shard task(s) failed (e.g. {failed[0]}); rerun to "
                          "retry them: finished shards are kept")
 
 

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from wit_builder import tarshards
 from wit_builder.images import tars
-from wit_builder.spark import schema_plus
+from wit_builder.spark import number_rows
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -28,18 +28,9 @@ MANIFEST_COLUMNS = ("uid", "shard", "key", "sha256", "phash", "width", "height",
 
 def numbered(kept: DataFrame) -> DataFrame:
     """`kept` with each sample's position in uid order (``index``, from 0), persisted:
-    the shard writer and the manifest both read it.
-
-    zipWithIndex numbers the range-partitioned, sorted rows partition by partition; a
-    window over the whole table (``row_number().over(Window.orderBy("uid"))``) would move
-    every row, texts and URLs included, into one task.
-    """
-    from pyspark import StorageLevel
-
-    rows = kept.orderBy("uid").rdd.zipWithIndex().map(lambda pair: (*pair[0], pair[1]))
-    schema = schema_plus(kept, pa.field("index", pa.int64()))
-    return kept.sparkSession.createDataFrame(rows, schema).persist(
-        StorageLevel.MEMORY_AND_DISK)
+    the shard writer and the manifest both read it (`spark.number_rows`, the numbering
+    `wit download` plans its shards with)."""
+    return number_rows(kept, "uid")
 
 
 def write_shards(samples: DataFrame, out: Path, per_shard: int) -> dict[str, int]:

@@ -174,3 +174,19 @@ def link_or_copy(src: Path, dst: Path) -> None:
         os.link(src, dst)
     except OSError:
         shutil.copy2(src, dst)
+
+
+def reconcile(paths: list[str], scanned: int, stats: StageStats) -> None:
+    """Compare the pool samples scanned with the ``sizes.json`` of the pool's folders
+    (when each shard is listed in one, as `wit shards` and `wit overlap` write them): a
+    notice and ``extra.input_mismatch`` when they differ."""
+    expected = 0
+    for path in map(Path, paths):
+        listed = tarshards.read_sizes(path.parent).get(path.name)
+        if listed is None:
+            return
+        expected += listed
+    if expected != scanned:
+        stats.extra["input_mismatch"] = scanned - expected
+        stats.notice(f"scanned {scanned:,} pool samples; the pool's sizes.json say "
+                     f"{expected:,}: its shards were changed after they were written")

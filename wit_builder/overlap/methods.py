@@ -166,15 +166,18 @@ def configured(method: Method, threshold: float | None, settings: dict[str, Any]
 
 
 def check_thresholds(method: Method) -> None:
-    """`ConfigError` for a threshold no score can meet or every score meets: Hamming
-    distances of 64-bit pHashes are 0–64 bits, cosine similarities −1–1."""
+    """`ConfigError` for a threshold outside the method's scores (Hamming distances of
+    64-bit pHashes are 0–64 bits, cosine similarities −1–1): a run with one would find
+    nothing, or everything. A per-set threshold that no score can meet is allowed: it
+    switches that set off (its matches count 0); one every score meets is not."""
     low, high, unit = (0, 64, "bits") if method.binary else (-1, 1, "cosine")
-    given = {"threshold": method.threshold,
-             **{f"thresholds.{k}": v for k, v in method.thresholds.items()}}
-    for key, value in given.items():
-        if not low <= value <= high:
-            raise ConfigError(f"{key} {value} is impossible for {method.kind}: its scores "
-                              f"are {low}–{high} {unit}")
+    if not low <= method.threshold <= high:
+        raise ConfigError(f"threshold {method.threshold} is impossible for {method.kind}: "
+                          f"its scores are {low}–{high} {unit}")
+    for name, value in method.thresholds.items():
+        if value >= high if method.binary else value <= low:
+            raise ConfigError(f"thresholds.{name} {value} would match every image for "
+                              f"{method.kind} (scores are {low}–{high} {unit})")
     if not 0 <= method.near <= high - low:
         raise ConfigError(f"near {method.near} is impossible for {method.kind}: it is a "
                           f"distance of 0–{high - low} {unit} past the threshold")

@@ -72,6 +72,7 @@ def build(work: Path, cfg: OverlapConfig, paths: list[str], method: Method, scor
     found = matches.read_matches(work)
     stats = matches.write_summary(work, method, counts, matches.per_set(found, sets))
     stats.extra.update(scoring_hash=scoring, scores_taken_over=taken)
+    matches.reconcile(paths, stats.rows_in, stats)
     if recall_k is not None:
         stats.extra.update(index=cfg.index, index_recall_at_k=round(recall_k, 4))
     return stats
