@@ -12,7 +12,7 @@ DEMO_OUT ?= demo_out
 EXCERPTS := .fixtures
 WIKI_EXCERPT := $(EXCERPTS)/wikipedia/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2
 
-.PHONY: setup system test lint demo demo-cluster bench clean
+.PHONY: setup system test lint demo demo-cluster bench bench-scale clean
 
 setup: system $(STAMP) $(WIKI_EXCERPT)
 
@@ -69,6 +69,11 @@ bench: setup $(PEERS)/.installed
 	$(BIN)/python benchmarks/overlap.py --json bench_out/overlap.json
 	WIT_FIXTURES=$(FIXTURES) $(BIN)/python benchmarks/clip_train.py --model tiny \
 		--variants open_clip,ours,ours_grouped,ours_groups4 --json bench_out/clip_train.json
+
+# The scale ladder: per-row cost and driver memory of the image stages across 100x more
+# rows (benchmarks/scale.py); results in benchmarks/results/scale_cpu2.json.
+bench-scale: setup
+	$(BIN)/python benchmarks/scale.py --json benchmarks/results/scale_cpu$(shell nproc).json
 
 clean:
 	rm -rf $(DEMO_OUT) bench_out $(PEERS) $(EXCERPTS) .pytest_cache .ruff_cache

@@ -62,25 +62,28 @@ def band_rows(samples: DataFrame, max_distance: int) -> DataFrame:
 
 PAIR_COLUMNS = "uid_a string, uid_b string, distance int"
 BLOCK_CELLS = 1 << 23  # XOR results held at once while verifying a bucket (64 MiB)
+# Buckets up to this size are joined (a few candidate rows each); bigger ones cost less as
+# NumPy brute force than as candidate rows through a join.
+JOIN_UP_TO = 32
 
 
 def near_pairs(samples: DataFrame, max_distance: int, block: int
                ) -> tuple[DataFrame, DataFrame]:
     """(edges joining every pair within distance d, big buckets (band, value, count)).
 
-    A bucket of at most `block` hashes is expanded by a self-join (all its pairs); a
-    bigger one (blank images share their hashes by the thousand) is verified in its own
-    task by blocked brute force over its distinct hashes (`bucket_edges`). No bucket is
-    skipped. Every pair is emitted once, by the lowest band its hashes agree on; the
-    edges are enough to group (in a big bucket the smallest uid of each identical hash
-    stands for its hash); `uid_a < uid_b`.
+    A bucket of at most `JOIN_UP_TO` hashes is expanded by a self-join (all its pairs); a
+    bigger one (at scale every bucket; blank images share their hashes by the thousand)
+    is verified in its own task by brute force over its distinct hashes, in blocks of
+    `block` rows (`bucket_edges`). No bucket is skipped. Every pair is emitted once, by
+    the lowest band its hashes agree on; the edges are enough to group (in a big bucket
+    the smallest uid of each identical hash stands for its hash); `uid_a < uid_b`.
     """
     from pyspark.sql import functions as F
 
     rows = band_rows(samples, max_distance)
     sizes = rows.groupBy("band", "value").agg(F.count("*").alias("n"))
     sized = rows.join(sizes, ["band", "value"])
-    small = sized.filter(F.col("n") <= block)
+    small = sized.filter(F.col("n") <= JOIN_UP_TO)
     a, b = small.alias("a"), small.alias("b")
     xor = F.col("a.phash").bitwiseXOR(F.col("b.phash"))
     joined = (a.join(b, (F.col("a.band") == F.col("b.band"))
@@ -94,7 +97,7 @@ def near_pairs(samples: DataFrame, max_distance: int, block: int
     def verify(bucket: pd.DataFrame) -> pd.DataFrame:  # typed: Spark reads the hints
         return bucket_edges(bucket, max_distance, block)
 
-    big_rows = sized.filter(F.col("n") > block).drop("n")
+    big_rows = sized.filter(F.col("n") > JOIN_UP_TO).drop("n")
     verified = big_rows.groupBy("band", "value").applyInPandas(verify, PAIR_COLUMNS)
     return joined.unionByName(verified), sizes.filter(F.col("n") > block)
 

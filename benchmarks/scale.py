@@ -1,0 +1,180 @@
+"""The scale ladder: per-row cost and driver memory of the image stages across rungs
+at least 100× apart, on this machine.
+
+    python benchmarks/scale.py [--only download,dedup] [--json out.json]
+
+Each rung runs in a fresh process, sampled every 0.2 s with psutil: the Python driver's
+peak RSS, the JVM driver's peak RSS, and the largest Python worker's. The goal: rows/s
+per core within 1.5× across the rungs, and driver (Python) peak RSS growing less than
+100 MB across 100× more rows.
+
+download
+    `wit download` (Spark local, all cores) of pairs whose URLs point at a loopback HTTP
+    server: 95% answer 404, 5% a real 48-px photo (scikit-image's camera). Rungs: 10^3,
+    10^4, 10^5 pairs.
+dedup
+    Exact and near-duplicate grouping as `wit shards` runs it (`dedup.duplicate_rows`:
+    banding, bucket verification, connected components in Spark, duplicates written by
+    the executors) over random 64-bit hashes with 10% planted neighbours. Rungs: 10^4,
+    10^5, 10^6 hashes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.server
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+RUNGS = {"download": (1_000, 10_000, 100_000), "dedup": (10_000, 100_000, 1_000_000)}
+DEDUP_SCRIPT = """
+import sys, numpy as np
+from wit_builder.spark import get_spark
+from wit_builder.images import dedup
+from wit_builder.stats import StageStats
+n, out = int(sys.argv[1]), sys.argv[2]
+spark = get_spark("local[*]", "scale-dedup")
+rng = np.random.default_rng(0)
+base = rng.integers(-(2**63), 2**63 - 1, size=n, dtype=np.int64)
+near = base[: n // 10] ^ (np.int64(1) << rng.integers(0, 63, size=n // 10))
+hashes = np.concatenate([base, near])
+rdd = spark.sparkContext.range(len(hashes), numSlices=8).map(
+    lambda i: (f"{i:012d}", "%064x" % i, int(hashes[i])))
+samples = spark.createDataFrame(rdd, "uid string, sha256 string, phash long")
+stats = StageStats("shards")
+rows = dedup.duplicate_rows(samples, 4, 1000, stats)
+dedup.write_duplicates(__import__("pathlib").Path(out), rows, stats)
+print(len(hashes), dict(stats.drops))
+"""
+
+
+def serve(photo: bytes) -> http.server.ThreadingHTTPServer:
+    """A loopback server: /img/* the photo, anything else 404."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body, code = (photo, 200) if self.path.startswith("/img/") else (b"no", 404)
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def measure(cmd: list[str], env: dict[str, str]) -> dict[str, float]:
+    """Run `cmd`; its wall time and the peak RSS (MB) of the driver, the JVM and the
+    largest Python worker."""
+    started = time.monotonic()
+    proc = psutil.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    peaks = {"driver_py_mb": 0.0, "jvm_mb": 0.0, "worker_py_mb": 0.0}
+    while proc.poll() is None:
+        try:
+            peaks["driver_py_mb"] = max(peaks["driver_py_mb"], proc.memory_info().rss / 2**20)
+            for child in proc.children(recursive=True):
+                rss = child.memory_info().rss / 2**20
+                key = "jvm_mb" if "java" in child.name() else "worker_py_mb"
+                peaks[key] = max(peaks[key], rss)
+        except psutil.Error:
+            pass
+        time.sleep(0.2)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr.read().decode()[-2000:])
+    return {"seconds": round(time.monotonic() - started, 2),
+            **{k: round(v, 1) for k, v in peaks.items()}}
+
+
+def download_rung(n: int, root: Path, url: str, env: dict[str, str]) -> dict[str, float]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from wit_builder.curate.pairs import PAIR_SCHEMA, PAIRS_FILE
+
+    urls = [f"{url}/img/{i}.png" if i % 20 == 0 else f"{url}/missing/{i}.jpg"
+            for i in range(n)]
+    rows = {name: [None] * n for name in PAIR_SCHEMA.names}
+    rows.update(uid=[f"{i:024x}" for i in range(n)], url=urls,
+                text=[f"caption {i}" for i in range(n)])
+    (root / "pairs" / PAIRS_FILE).mkdir(parents=True)
+    pq.write_table(pa.table(rows, schema=PAIR_SCHEMA), root / "pairs" / PAIRS_FILE / "p.parquet")
+    cmd = [sys.executable, "-m", "wit_builder.cli", "download", "--pairs", str(root / "pairs"),
+           "--out", str(root / "out"), "--allow-network", "127.0.0.1/32",
+           "--samples-per-shard", "5000", "--image-size", "32", "--min-image-size", "8"]
+    return measure(cmd, env)
+
+
+def dedup_rung(n: int, root: Path, env: dict[str, str]) -> dict[str, float]:
+    return measure([sys.executable, "-c", DEDUP_SCRIPT, str(n), str(root / "out")], env)
+
+
+def photo_png() -> bytes:
+    from PIL import Image
+    from skimage import data
+
+    out = io.BytesIO()
+    Image.fromarray(data.camera()).resize((48, 48)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def ladder(stage: str, env: dict[str, str]) -> list[dict[str, float]]:
+    """Every rung of `stage`, with rows/s per core."""
+    cores = os.cpu_count() or 1
+    server = serve(photo_png()) if stage == "download" else None
+    results = []
+    try:
+        for n in RUNGS[stage]:
+            with tempfile.TemporaryDirectory() as tmp:
+                url = f"http://127.0.0.1:{server.server_address[1]}" if server else ""
+                got = (download_rung(n, Path(tmp), url, env) if stage == "download"
+                       else dedup_rung(n, Path(tmp), env))
+            rows = n if stage == "download" else n + n // 10
+            results.append({"rows": rows, **got,
+                            "rows_per_s_per_core": round(rows / got["seconds"] / cores, 1)})
+            print(stage, results[-1], flush=True)
+    finally:
+        if server:
+            server.shutdown()
+    return results
+
+
+def verdict(rungs: list[dict[str, float]]) -> dict[str, float]:
+    """The goal's two figures: per-row cost spread, driver RSS growth."""
+    rates = [r["rows_per_s_per_core"] for r in rungs]
+    return {"rate_spread": round(max(rates) / min(rates), 2),
+            "driver_py_growth_mb": round(rungs[-1]["driver_py_mb"] - rungs[0]["driver_py_mb"], 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", default="download,dedup")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = {}
+    for stage in args.only.split(","):
+        rungs = ladder(stage, env)
+        out[stage] = {"rungs": rungs, **verdict(rungs)}
+        print(stage, out[stage]["rate_spread"], out[stage]["driver_py_growth_mb"], flush=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"cores": os.cpu_count(), **out}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
