@@ -25,13 +25,18 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import heapq
 import http.client
 import ipaddress
+import itertools
+import os
 import socket
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -110,16 +115,47 @@ class Limits:
     max_bytes: int | None = None
 
 
+class _Watchdog:
+    """One thread per process that expires request deadlines in time order (a thread per
+    request would pile up: a 404 is dropped without its body ever being read). It holds
+    the watches weakly: a finished request's watch goes with its response."""
+
+    def __init__(self) -> None:
+        self.heap: list[tuple[float, int, weakref.ref]] = []
+        self.cond = threading.Condition()
+        self.pid, self.count = 0, itertools.count()
+
+    def add(self, when: float, watch: Watch) -> None:
+        with self.cond:
+            if self.pid != os.getpid():  # first use in this (maybe forked) process
+                self.pid, self.heap = os.getpid(), []
+                threading.Thread(target=self._run, daemon=True).start()
+            heapq.heappush(self.heap, (when, next(self.count), weakref.ref(watch)))
+            self.cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                while not self.heap or self.heap[0][0] > time.monotonic():
+                    self.cond.wait(self.heap[0][0] - time.monotonic() if self.heap else None)
+                _, _, ref = heapq.heappop(self.heap)
+            watch = ref()
+            if watch is not None and not watch.finished:
+                watch.expire()
+
+
+_WATCHDOG = _Watchdog()
+
+
 class Watch:
     """One request's deadline: when it passes, the socket is shut down, so a blocked read
     returns at once; `expired` tells the reader why."""
 
     def __init__(self, deadline: float | None) -> None:
-        self.expired, self.sock = False, None
-        self.timer = threading.Timer(deadline, self.expire) if deadline else None
-        if self.timer is not None:
-            self.timer.daemon = True
-            self.timer.start()
+        self.expired = self.finished = False
+        self.sock: socket.socket | None = None
+        if deadline:
+            _WATCHDOG.add(time.monotonic() + deadline, self)
 
     def watch(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -132,8 +168,7 @@ class Watch:
             self.sock.shutdown(socket.SHUT_RDWR)
 
     def done(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
+        self.finished, self.sock = True, None
 
 
 def _connection_classes(allowed: tuple[Network, ...]) -> tuple[type, type]:
