@@ -128,17 +128,24 @@ def jvm_output_to(path: Path | None) -> Iterator[None]:
     sys.stdout.flush()
     sys.stderr.flush()
     saved = [os.dup(1), os.dup(2)]
-    target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
-        os.dup2(target, 1)
-        os.dup2(target, 2)
+        send_output_to(path)
         yield
     finally:
         os.dup2(saved[0], 1)
         os.dup2(saved[1], 2)
-        for fd in (*saved, target):
+        for fd in saved:
             os.close(fd)
     log.debug("Spark's own log: %s", path)
+
+
+def send_output_to(path: Path | str) -> None:
+    """Point this process's stdout and stderr file descriptors at the file `path`
+    (appended to): what it and the processes it starts print goes there."""
+    target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(target, 1)
+    os.dup2(target, 2)
+    os.close(target)
 
 
 def get_spark(

@@ -16,7 +16,7 @@ from typing import Any
 
 from wit_builder import pipeline
 from wit_builder.clip.results import read_results
-from wit_builder.config import excerpt, read_yaml
+from wit_builder.config import excerpt
 from wit_builder.curate.balance import PLOTS_DIR
 from wit_builder.demo.excerpt import ensure_excerpt
 from wit_builder.demo.server import ImageServer
@@ -32,17 +32,10 @@ LOOPBACK = ["127.0.0.1/32"]
 EXCERPTS = ".fixtures"  # where configs/demo.yaml expects the Wikipedia excerpt
 
 
-def demo_settings(config: Path) -> dict[str, Any]:
-    """The config file's ``demo`` section (port)."""
-    section = read_yaml(config).get("demo") or {}
-    if not isinstance(section, dict):
-        raise ConfigError(f"{config}: section 'demo' must be a mapping of keys")
-    return section
-
-
-def demo_port(config: Path) -> int:
-    """The image server's port from the ``demo`` section; `ConfigError` if it is not one."""
-    port = demo_settings(config).get("port", DEFAULT_PORT)
+def demo_port(config: Path, data: dict[str, Any]) -> int:
+    """The image server's port from the ``demo`` section of the pipeline file `data`
+    (read from `config`); `ConfigError` if it is not one."""
+    port = (data.get("demo") or {}).get("port", DEFAULT_PORT)
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise ConfigError(f"{config}: demo.port must be a port number, got {excerpt(port)}")
     return port
@@ -96,13 +89,12 @@ def summary(out: Path, images: list[WebImage], done: pipeline.Done) -> list[str]
     return lines
 
 
-def demo_overrides(config: Path, warcs: list[Path], given: dict[str, dict]
+def demo_overrides(sections: dict[str, Any], warcs: list[Path], given: dict[str, dict]
                    ) -> dict[str, dict]:
     """`given` plus the demo web's WARCs for curation and the loopback allowance for
-    downloads (for the stages the config has)."""
+    downloads (for the stages the pipeline file's `sections` have)."""
     added = {"curate": {"warc": [str(p) for p in warcs]},
              "download": {"allow_network": LOOPBACK}}
-    sections = read_yaml(config)
     return {**given, **{stage: {**keys, **given.get(stage, {})}
                         for stage, keys in added.items() if stage in sections}}
 
@@ -111,12 +103,13 @@ def run(config: Path, out: Path, overrides: dict[str, dict] | None = None,
         announce: Any = None) -> tuple[pipeline.Done, list[str]]:
     """Build and serve the web, run the pipeline (with `overrides` per stage); (what
     ran, summary lines)."""
-    port = demo_port(config)
-    if "querylist" in read_yaml(config):  # its default dump is the fetched excerpt
+    data = pipeline.read_pipeline(config)  # checked once, sections and all
+    port = demo_port(config, data)
+    if "querylist" in data:  # its default dump is the fetched excerpt
         ensure_excerpt(Path(EXCERPTS))
     images = web_images()
     with ImageServer(images, port) as server:
         warcs = ensure_warcs(out / "web", server.url, images)
-        done = pipeline.run(config, out, demo_overrides(config, warcs, overrides or {}),
+        done = pipeline.run(config, out, demo_overrides(data, warcs, overrides or {}),
                             announce)
     return done, summary(out, images, done)

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from wit_builder.images.components import components as spark_components
 from wit_builder.stats import StageStats
@@ -206,8 +205,6 @@ def faiss_pairs(hashes: np.ndarray, max_distance: int) -> set[tuple[int, int]]:
 
 
 DUPLICATES_FILE = "duplicates.parquet"
-DUPLICATE_SCHEMA = pa.schema([("uid", pa.string()), ("kept_uid", pa.string()),
-                              ("distance", pa.int32()), ("kind", pa.string())])
 
 
 def duplicate_rows(samples: DataFrame, max_distance: int, block: int,

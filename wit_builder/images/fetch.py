@@ -33,7 +33,7 @@ from wit_builder.errors import Incomplete
 from wit_builder.images import netguard
 from wit_builder.images.decode import Resizer
 from wit_builder.outputs import piece_done
-from wit_builder.spark import SHOW_LOGS_ENV, spark_log_file
+from wit_builder.spark import SHOW_LOGS_ENV, send_output_to, spark_log_file
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -168,10 +168,7 @@ def quiet_worker(log: str | None) -> None:
     """Pool initializer: the worker's own output (img2dataset's tracebacks) goes to the
     log file, not around the CLI's lines (None: left on the terminal)."""
     if log is not None:
-        target = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        os.dup2(target, 1)
-        os.dup2(target, 2)
-        os.close(target)
+        send_output_to(log)
 
 
 def _fetch_one(args: tuple[tuple[int, str], FetchSettings]) -> tuple[int, bool]:

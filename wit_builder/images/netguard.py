@@ -176,7 +176,9 @@ def _connection_classes(allowed: tuple[Network, ...]) -> tuple[type, type]:
 
     # http.client sets `_create_connection` per instance in __init__, so it is replaced
     # there (a class attribute would be shadowed).
-    class GuardedHTTP(http.client.HTTPConnection):
+    class Guarded:
+        """What both connection classes add: the guard, and the request's deadline."""
+
         def __init__(self, *args: Any, watch: Watch | None = None, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._create_connection, self.watch = create, watch
@@ -186,15 +188,11 @@ def _connection_classes(allowed: tuple[Network, ...]) -> tuple[type, type]:
             if self.watch is not None:
                 self.watch.watch(self.sock)
 
-    class GuardedHTTPS(http.client.HTTPSConnection):
-        def __init__(self, *args: Any, watch: Watch | None = None, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self._create_connection, self.watch = create, watch
+    class GuardedHTTP(Guarded, http.client.HTTPConnection):
+        pass
 
-        def connect(self) -> None:
-            super().connect()
-            if self.watch is not None:
-                self.watch.watch(self.sock)
+    class GuardedHTTPS(Guarded, http.client.HTTPSConnection):
+        pass
 
     return GuardedHTTP, GuardedHTTPS
 
