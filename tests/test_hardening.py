@@ -279,6 +279,12 @@ def test_overlap_report_runs_from_another_directory(download, tmp_path, monkeypa
     marker = json.loads((work / "o" / MARKER).read_text())
     assert marker["config"]["shards"] == f"{pool}/*.tar"
     assert marker["config"]["eval"] == [f"imagefolder:{work / 'evalset'}"]
+    # the eval set changes after the overlap run: its indices would name other images
+    Image.new("RGB", (32, 32), (10, 90, 40)).save(work / "evalset" / "cats" / "00.png")
+    code, out = cli("overlap", "report", "--overlap", work / "o", "--out", "r2")
+    assert code == 2, out
+    assert "changed since the overlap run" in out and len(out.strip().splitlines()) == 1
+    assert not (elsewhere / "r2").exists()
 
 
 def test_spark_log_lines_stay_out_of_the_terminal(tmp_path):
@@ -397,6 +403,36 @@ def test_hostile_servers_end_in_their_reason_within_the_deadline(spark, tmp_path
         url = server.url + path
         assert ("success" if url in kept else failures[url]) == expected, path
     assert took < 60  # the tarpit would hold its thread forever without the deadline
+
+
+@pytest.mark.parametrize("distributor", ["pyspark", "multiprocessing"])
+def test_shard_watchdog_cuts_off_what_the_request_deadline_lets_run(distributor, spark,
+                                                                     tmp_path):
+    """A tarpit under a request deadline far too long: the shard's own deadline cuts it
+    off, the row is a ``timeout`` saying so, the rest of the shard is kept and the run
+    finishes, on Spark and on the local process pool."""
+    import time
+
+    from tests.imageserver import samples
+
+    server = ImageServer()
+    try:
+        urls = [server.url + "/tarpit.jpg", server.url + "/cmyk.jpg", server.url + "/alpha.png"]
+        started = time.monotonic()
+        code, out = cli("download", "--pairs", write_pairs(tmp_path / "pairs", urls),
+                        "--out", tmp_path / "d", "--allow-network", LOOPBACK[0],
+                        "--deadline", 3600, "--shard-deadline", 4, "--retries", 0,
+                        "--distributor", distributor, "--processes", 1,
+                        "--master", "local[2]")
+        took = time.monotonic() - started
+    finally:
+        server.close()
+    assert code == 0, out
+    failed = pq.read_table(tmp_path / "d" / "failures").to_pylist()
+    assert [(r["url"], r["reason"]) for r in failed] == [(urls[0], "timeout")]
+    assert "shard's deadline of 4 s" in failed[0]["error_message"]
+    assert {s["json"]["url"] for s in samples(tmp_path / "d").values()} == set(urls[1:])
+    assert took < 120
 
 
 def test_overlap_reconciles_with_the_pool_sizes(download, tmp_path):

@@ -24,7 +24,7 @@ class DownloadConfig(SparkStageConfig):
     # killed run finished (only the unfinished ones use the new values).
     RUNTIME_FIELDS: ClassVar[frozenset[str]] = SparkStageConfig.RUNTIME_FIELDS | {
         "threads", "processes", "distributor", "retry_failed", "timeout", "deadline",
-        "retries"}
+        "retries", "shard_deadline"}
     # Fields that decide what a downloaded image is: a retry must use the finished run's.
     IMAGE_FIELDS: ClassVar[tuple[str, ...]] = (
         "pairs", "image_size", "resize_mode", "min_image_size", "max_aspect_ratio",
@@ -45,6 +45,10 @@ class DownloadConfig(SparkStageConfig):
     timeout: float = Field(10.0, gt=0, description="seconds a connection may stay silent")
     deadline: float = Field(60.0, gt=0, description="seconds for a whole request: connect, "
                             "headers and body (a server dripping bytes is cut off: timeout)")
+    shard_deadline: float | None = Field(None, gt=0, description="seconds a shard task may "
+                                         "take before its open requests are cut off "
+                                         "(timeout); default: every request at its "
+                                         "deadline, plus a minute")
     max_bytes: int = Field(32 * 2**20, ge=1, description="largest image body read, in bytes "
                            "(checked against Content-Length and while streaming: too_large)")
     retries: int = Field(1, ge=0, description="extra attempts per failed URL")

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 INPUTS_DIR = "_inputs"
 POLL_SECONDS = 2.0  # progress refresh: one directory listing each
+SHARD_GRACE = 60.0  # seconds a shard gets to write its files once its requests are cut
 LOW_SPACE = 16 * 2**20  # free bytes under which a failed shard is taken for a full disk
 # Pair columns copied into each sample's .json (those the input has).
 CARRIED = ("uid", "entry_ids", "keep_prob", "page_url")
@@ -65,6 +66,7 @@ class FetchSettings:
     respect_opt_out: bool = True
     allow_network: tuple[str, ...] = ()
     limits: netguard.Limits = field(default_factory=netguard.Limits)
+    shard_deadline: float | None = None  # seconds a shard may take (`fetch_within`)
     env: dict[str, str] = field(default_factory=dict)
 
 
@@ -78,7 +80,15 @@ def settings_for(cfg: DownloadConfig, work: Path) -> FetchSettings:
         samples_per_shard=cfg.samples_per_shard, threads=cfg.threads, timeout=cfg.timeout,
         retries=cfg.retries, respect_opt_out=cfg.respect_opt_out,
         allow_network=tuple(cfg.allow_network), env={"NO_ALBUMENTATIONS_UPDATE": "1"},
-        limits=netguard.Limits(cfg.deadline, cfg.max_bytes))
+        limits=netguard.Limits(cfg.deadline, cfg.max_bytes),
+        shard_deadline=cfg.shard_deadline or auto_shard_deadline(cfg))
+
+
+def auto_shard_deadline(cfg: DownloadConfig) -> float:
+    """The longest a shard can take if every request runs to its deadline, every retry
+    too, plus a minute for decoding and writing: past it something is stuck."""
+    rounds = -(-cfg.samples_per_shard // cfg.threads) * (cfg.retries + 1)
+    return rounds * cfg.deadline + 60.0
 
 
 def shard_name(shard_id: int) -> str:
@@ -153,8 +163,22 @@ def fetch_shards(shards: Iterable[tuple[int, str]], settings: FetchSettings
     downloader = downloader_in_task(settings)
     for shard_id, path in shards:
         clear_partial(Path(settings.output_folder), shard_id)
-        ok, _ = downloader((shard_id, path))
-        yield shard_id, ok
+        yield shard_id, fetch_within(downloader, (shard_id, path), settings.shard_deadline)
+
+
+def fetch_within(downloader: Any, shard: tuple[int, str], seconds: float | None) -> bool:
+    """Run `downloader` on `shard` under the shard watchdog: past `seconds` every request
+    still open is cut off (its row a ``timeout``) so the shard can finish; if it is still
+    stuck a while later (e.g. in a DNS lookup), it counts as a failed shard (the run ends
+    incomplete and a rerun redoes it). Whether the shard finished."""
+    result: list[bool] = []
+    worker = threading.Thread(target=lambda: result.append(downloader(shard)[0]), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        netguard.expire_all(f"timed out: the shard's deadline of {seconds:g} s passed")
+        worker.join(SHARD_GRACE)
+    return bool(result and result[0])
 
 
 def run_on_spark(spark: SparkSession, shards: list[tuple[int, str]],

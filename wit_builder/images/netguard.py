@@ -117,21 +117,30 @@ class Limits:
 
 class _Watchdog:
     """One thread per process that expires request deadlines in time order (a thread per
-    request would pile up: a 404 is dropped without its body ever being read). It holds
-    the watches weakly: a finished request's watch goes with its response."""
+    request would pile up: a 404 is dropped without its body ever being read), and the
+    set of requests still open (`expire_all`). It holds the watches weakly: a finished
+    request's watch goes with its response."""
 
     def __init__(self) -> None:
         self.heap: list[tuple[float, int, weakref.ref]] = []
+        self.open: weakref.WeakSet[Watch] = weakref.WeakSet()  # requests not done yet
         self.cond = threading.Condition()
         self.pid, self.count = 0, itertools.count()
 
-    def add(self, when: float, watch: Watch) -> None:
+    def track(self, watch: Watch, when: float | None) -> None:
+        """Hold `watch` while its request is open; expire it at `when` (None: never)."""
         with self.cond:
             if self.pid != os.getpid():  # first use in this (maybe forked) process
-                self.pid, self.heap = os.getpid(), []
+                self.pid, self.heap, self.open = os.getpid(), [], weakref.WeakSet()
                 threading.Thread(target=self._run, daemon=True).start()
-            heapq.heappush(self.heap, (when, next(self.count), weakref.ref(watch)))
-            self.cond.notify()
+            self.open.add(watch)
+            if when is not None:
+                heapq.heappush(self.heap, (when, next(self.count), weakref.ref(watch)))
+                self.cond.notify()
+
+    def release(self, watch: Watch) -> None:
+        with self.cond:
+            self.open.discard(watch)
 
     def _run(self) -> None:
         while True:
@@ -142,6 +151,16 @@ class _Watchdog:
             watch = ref()
             if watch is not None and not watch.finished:
                 watch.expire()
+
+    def expire_all(self, message: str) -> int:
+        """Cut off every request of this process still open (the shard watchdog); how
+        many were."""
+        with self.cond:
+            watches = list(self.open) if self.pid == os.getpid() else []
+        open_ = [w for w in watches if not w.finished and not w.expired]
+        for watch in open_:
+            watch.expire(message)
+        return len(open_)
 
 
 _WATCHDOG = _Watchdog()
@@ -154,21 +173,24 @@ class Watch:
     def __init__(self, deadline: float | None) -> None:
         self.expired = self.finished = False
         self.sock: socket.socket | None = None
-        if deadline:
-            _WATCHDOG.add(time.monotonic() + deadline, self)
+        self.message = (f"timed out: the whole-request deadline of {deadline:g} s passed"
+                        if deadline else "timed out")
+        _WATCHDOG.track(self, time.monotonic() + deadline if deadline else None)
 
     def watch(self, sock: socket.socket) -> None:
         self.sock = sock
         if self.expired:
             self.expire()
 
-    def expire(self) -> None:
+    def expire(self, message: str | None = None) -> None:
+        self.message = message or self.message
         self.expired = True
         with contextlib.suppress(OSError, AttributeError):
             self.sock.shutdown(socket.SHUT_RDWR)
 
     def done(self) -> None:
         self.finished, self.sock = True, None
+        _WATCHDOG.release(self)
 
 
 def _connection_classes(allowed: tuple[Network, ...]) -> tuple[type, type]:
@@ -197,9 +219,10 @@ def _connection_classes(allowed: tuple[Network, ...]) -> tuple[type, type]:
     return GuardedHTTP, GuardedHTTPS
 
 
-def deadline_error(limits: Limits) -> TimeoutError:
-    return TimeoutError(f"timed out: the whole-request deadline of {limits.deadline:g} s "
-                        "passed")
+def expire_all(message: str) -> int:
+    """Cut off every request of this process still open, its failure saying `message`
+    (a ``timed out`` message: counted as ``timeout``); how many were."""
+    return _WATCHDOG.expire_all(message)
 
 
 def limited_open(do_open: Any, connection: type, req: urllib.request.Request,
@@ -211,7 +234,7 @@ def limited_open(do_open: Any, connection: type, req: urllib.request.Request,
     except (OSError, http.client.HTTPException):
         watch.done()
         if watch.expired:
-            raise urllib.error.URLError(deadline_error(limits)) from None
+            raise urllib.error.URLError(TimeoutError(watch.message)) from None
         raise
     response.read = limited_read(response, watch, limits)
     return response
@@ -238,12 +261,12 @@ def limited_read(response: Any, watch: Watch, limits: Limits) -> Any:
                 chunks.append(chunk)
         except (OSError, http.client.HTTPException):
             if watch.expired:
-                raise deadline_error(limits) from None
+                raise TimeoutError(watch.message) from None
             raise
         finally:
             watch.done()
         if watch.expired:
-            raise deadline_error(limits)
+            raise TimeoutError(watch.message)
         return b"".join(chunks)
 
     return read

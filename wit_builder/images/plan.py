@@ -100,7 +100,8 @@ def shard_task(part: Iterable[tuple[int, Iterable]], settings: fetch.FetchSettin
             path = write_input(work, name, ordered, schema)
             downloader = downloader or fetch.downloader_in_task(settings)
             fetch.clear_partial(work, shard_id)
-            ok, _ = downloader((shard_id, str(path)))
+            ok = fetch.fetch_within(downloader, (shard_id, str(path)),
+                                    settings.shard_deadline)
             path.unlink(missing_ok=True)
         yield {"shard": shard_id, "ok": bool(ok), **account(work, name, len(ordered), ok)}
 

@@ -9,7 +9,10 @@ shards, else ``split/index``. Unreadable images are returned as None (counted).
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
+import os
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +23,7 @@ from PIL import Image
 from wit_builder import tarshards
 from wit_builder.clip.evalsets import EvalSet, ImageSplit, load_eval_set
 from wit_builder.errors import InputError
+from wit_builder.inputs import fingerprint
 
 
 @dataclass(frozen=True)
@@ -127,3 +131,26 @@ def shard_images(path: str) -> list[tuple[str, str, int, int]]:
     except (tarfile.TarError, OSError) as e:
         raise InputError(f"eval shard {path} is not a readable tar: {e}") from None
     return out
+
+
+def spec_files(spec: str) -> list[str]:
+    """The files an eval spec reads (none for a set built into a package): every file
+    under its folder, or its shards."""
+    kind, _, arg = spec.partition(":")
+    if kind == "wds":
+        return tarshards.expand(arg)
+    if not arg:
+        return []
+    return sorted(os.path.join(root, name)
+                  for root, _, names in os.walk(arg) for name in names)
+
+
+def sets_fingerprint(specs: list[str]) -> str:
+    """A digest of the eval sets' files (path, size, mtime) and, for a built-in set, the
+    package version: it changes when an image is added, removed or replaced, so a report
+    never pairs an overlap run's eval indices with a different set."""
+    from importlib.metadata import version
+
+    parts = [(spec, fingerprint(spec_files(spec)) if ":" in spec
+              else version("scikit-learn")) for spec in specs]
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]

@@ -22,7 +22,7 @@ from wit_builder.inputs import fingerprint
 from wit_builder.outputs import StageResult
 from wit_builder.overlap import decide, index, matches, scan
 from wit_builder.overlap.configs import OverlapConfig
-from wit_builder.overlap.evalimages import check_specs
+from wit_builder.overlap.evalimages import check_specs, sets_fingerprint
 from wit_builder.overlap.methods import Embedder, Method, method_files, parse_method
 from wit_builder.spark import run_spark_stage
 from wit_builder.stats import StageStats
@@ -54,10 +54,11 @@ def eval_index(work: Path, cfg: OverlapConfig, embedder: Embedder, paths: list[s
     return blob, evals.meta, evals.sets, recall_k
 
 
-def build(work: Path, cfg: OverlapConfig, paths: list[str], method: Method, scoring: str,
-          spark: SparkSession) -> StageStats:
+def build(work: Path, cfg: OverlapConfig, paths: list[str], method: Method,
+          hashes: tuple[str, str], spark: SparkSession) -> StageStats:
     """Score (scores finished in `work`, or taken from the output replaced, are kept),
-    decide and write the outputs."""
+    decide and write the outputs. `hashes`: (scoring config hash, eval sets' fingerprint)."""
+    scoring, eval_print = hashes
     taken = matches.take_scores(cfg.out.absolute(), work, scoring)
     device = method.embedding.device_for(cfg.device)
     blob, meta, sets, recall_k = eval_index(work, cfg, Embedder(method.embedding, device), paths)
@@ -71,7 +72,7 @@ def build(work: Path, cfg: OverlapConfig, paths: list[str], method: Method, scor
     counts = rows.filter(pc.equal(rows["kind"], "count")).to_pylist()
     found = matches.read_matches(work)
     stats = matches.write_summary(work, method, counts, matches.per_set(found, sets))
-    stats.extra.update(scoring_hash=scoring, scores_taken_over=taken)
+    stats.extra.update(scoring_hash=scoring, scores_taken_over=taken, eval_fingerprint=eval_print)
     matches.reconcile(paths, stats.rows_in, stats)
     if recall_k is not None:
         stats.extra.update(index=cfg.index, index_recall_at_k=round(recall_k, 4))
@@ -83,9 +84,10 @@ def run(cfg: OverlapConfig, spark: SparkSession | None = None) -> StageResult:
     paths = scan.pool_shards(cfg.shards)
     check_specs(cfg.eval)  # before Spark starts: a wrong folder is a one-line error at once
     method = method_of(cfg)
-    inputs: list[Any] = [fingerprint(paths)]
+    eval_print = sets_fingerprint(cfg.eval)  # a report checks it before using eval indices
+    inputs: list[Any] = [fingerprint(paths), eval_print]
     if method.path:
         inputs.append(fingerprint(method_files(method)))
     scoring = config_hash(STAGE, OUTPUT_VERSION, cfg, inputs, cfg.DECISION_FIELDS)
     return run_spark_stage(STAGE, OUTPUT_VERSION, cfg, inputs, lambda work, session: build(
-        work, cfg, paths, method, scoring, session), spark, resumable=True)
+        work, cfg, paths, method, (scoring, eval_print), session), spark, resumable=True)

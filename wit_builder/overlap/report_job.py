@@ -20,6 +20,7 @@ from wit_builder.inputs import fingerprint
 from wit_builder.outputs import MARKER, StageResult, run_stage
 from wit_builder.overlap import calibration, gallery, matches, report, report_page
 from wit_builder.overlap.configs import ReportConfig
+from wit_builder.overlap.evalimages import sets_fingerprint
 from wit_builder.stats import StageStats
 
 STAGE = "report"
@@ -54,10 +55,20 @@ def build(tmp: Path, cfg: ReportConfig) -> StageStats:
     return StageStats(STAGE, rows_in=n, rows_out=n, extra={"sets": len(rows)})
 
 
+def same_eval_sets(run: dict) -> str:
+    """The eval sets' fingerprint; `InputError` if they changed since the overlap run (its
+    eval indices would name other images)."""
+    now, then = sets_fingerprint(run["eval"]), run["stats"].get("eval_fingerprint")
+    if then is not None and now != then:
+        raise InputError(f"the eval sets {', '.join(run['eval'])} changed since the overlap "
+                         "run (files added, removed or replaced): rerun `wit overlap`")
+    return now
+
+
 def run(cfg: ReportConfig) -> StageResult:
     """Run the stage (skips when `cfg.out` is complete for this config)."""
-    matches.overlap_run(cfg.overlap)
-    inputs = [fingerprint(matches.input_files(cfg.overlap))]
+    run = matches.overlap_run(cfg.overlap)
+    inputs = [fingerprint(matches.input_files(cfg.overlap)), same_eval_sets(run)]
     if cfg.checkpoint is not None:
         if not cfg.checkpoint.is_file():
             raise InputError(f"checkpoint not found: {cfg.checkpoint}")
