@@ -138,16 +138,21 @@ def test_killed_download_resumes_keeping_finished_shards(tmp_path):
         server.close()
 
 
-def test_retry_failed_fetches_only_transient_failures(downloaded, server, spark, tmp_path):
+@pytest.mark.parametrize("distributor", ["pyspark", "multiprocessing"])
+def test_retry_failed_fetches_only_transient_failures(distributor, downloaded, server, spark,
+                                                      tmp_path):
     """The timed-out image is fetched again (with a longer timeout) into a new shard;
-    permanent failures (404, refused, opted out...) are not asked for again."""
+    permanent failures (404, refused, opted out...) are not asked for again. On Spark
+    (a semi-join, failure files rewritten by tasks) and on the local process pool."""
     result, _ = downloaded
     out = tmp_path / "download"
     shutil.copytree(result.out_dir, out)
     before = dict(server.requests)
     cfg = DownloadConfig(pairs=result.out_dir.parent / "balance", out=out,
                          allow_network=LOOPBACK, timeout=SLOW_SECONDS + 3,
-                         samples_per_shard=8, retry_failed=True)
+                         samples_per_shard=8, retry_failed=True, distributor=distributor,
+                         processes=2)
+    reasons_before = pq.read_table(out / "failures").column("reason").to_pylist()
     retried = download_job.run(cfg, spark)
     failures = {r["url"] for r in pq.read_table(out / "failures").to_pylist()}
     assert server.url + "/slow.jpg" not in failures
@@ -159,6 +164,9 @@ def test_retry_failed_fetches_only_transient_failures(downloaded, server, spark,
     assert stats["rows_out"] == result.marker["stats"]["rows_out"] + 1
     assert stats["rows_in"] - sum(stats["drops"].values()) == stats["rows_out"]
     assert len(samples(out)) == stats["rows_out"]
+    reasons = pq.read_table(out / "failures").column("reason").to_pylist()
+    assert sorted([*reasons, "timeout"]) == sorted(reasons_before)
+    assert not list(tmp_path.glob(".download.retry-*"))
     again = download_job.run(cfg, spark)  # nothing transient left
     assert again.status == "skipped"
 

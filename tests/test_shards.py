@@ -247,3 +247,27 @@ def test_a_bucket_of_20k_hashes_is_verified_exactly(spark):
     got = {(int(r.uid_a), int(r.uid_b)) for r in pairs.collect()}
     assert got == dedup.faiss_pairs(hashes, 4)
     assert len(got) >= 400
+
+
+def test_shards_and_download_work_under_a_1m_driver_result_limit(tmp_path):
+    """With ``spark.driver.maxResultSize=1m`` (a fresh JVM), duplicate grouping of 30,000
+    pairs and a download of 12,000 pairs pass: nothing per row reaches the driver, while
+    collecting the same duplicate pairs is refused by the limit."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.builders import repo_env
+
+    done = subprocess.run([sys.executable, "-m", "tests.under_result_limit", tmp_path],
+                          env=repo_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["shards"]["collect_refused"]
+    assert found["shards"]["drops"] == {"exact_duplicate": 15_000, "near_duplicate": 15_000}
+    assert found["shards"]["largest"] == 2
+    download = found["download"]
+    assert download["rows_in"] == 12_000 and download["rows_out"] == 0
+    assert download["drops"] == {"blocked_address": 12_000}
+    assert download["shards"] == 4
+    assert pq.read_table(tmp_path / "duplicates.parquet").num_rows == 30_000

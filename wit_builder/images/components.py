@@ -24,9 +24,13 @@ def undirected(edges: DataFrame) -> DataFrame:
     """(u, v) both ways, without self-loops or repeats."""
     from pyspark.sql import functions as F
 
-    both = edges.select("u", "v").unionByName(edges.select(F.col("v").alias("u"),
-                                                           F.col("u").alias("v")))
-    return both.filter(F.col("u") != F.col("v")).distinct()
+    # both directions from one row (explode), not a union of two projections: Spark 4.x's
+    # constraint propagation fails on such a union ("key not found") for some inputs
+    both = edges.select(F.explode(F.array(
+        F.struct(F.col("u").alias("a"), F.col("v").alias("b")),
+        F.struct(F.col("v").alias("a"), F.col("u").alias("b")))).alias("e"))
+    return both.select(F.col("e.a").alias("u"), F.col("e.b").alias("v")).filter(
+        F.col("u") != F.col("v")).distinct()
 
 
 def large_star(edges: DataFrame) -> DataFrame:
@@ -46,10 +50,12 @@ def small_star(edges: DataFrame) -> DataFrame:
 
     down = undirected(edges).filter(F.col("v") < F.col("u"))  # u's smaller neighbours
     smallest = down.groupBy("u").agg(F.min("v").alias("m"))
-    linked = down.join(smallest, "u").select(F.col("v").alias("u"), "m")
-    own = smallest.select("u", "m")
-    out = linked.unionByName(own).filter(F.col("u") != F.col("m"))
-    return out.select("u", F.col("m").alias("v")).distinct()
+    # each row links the neighbour and u itself to m (one explode: no union, see above)
+    linked = down.join(smallest, "u").select(F.explode(F.array(
+        F.struct(F.col("v").alias("a"), F.col("m").alias("b")),
+        F.struct(F.col("u").alias("a"), F.col("m").alias("b")))).alias("e"))
+    out = linked.select(F.col("e.a").alias("u"), F.col("e.b").alias("v"))
+    return out.filter(F.col("u") != F.col("v")).distinct()
 
 
 def components(edges: DataFrame) -> tuple[DataFrame, int]:

@@ -3,22 +3,20 @@ for (`failures`: ``failures/`` and the stats; rows_in − Σ drops = rows_out).
 
 Resumable: a killed run's finished shards are kept and the rest redone. ``--retry-failed``
 fetches the rows whose failure was transient (`outcomes.TRANSIENT`) again, into extra
-shards numbered after the existing ones; permanent failures are not retried.
+shards numbered after the existing ones (`retry`); permanent failures are not retried.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from wit_builder.curate.pairs import pairs_dataset, pairs_input_fingerprint, read_pairs
 from wit_builder.errors import ConfigError
-from wit_builder.images import failures, fetch, plan
+from wit_builder.images import failures, fetch, plan, retry
 from wit_builder.images.configs import DownloadConfig
 from wit_builder.outputs import StageResult, amend, finished, run_stage
 from wit_builder.spark import get_spark, run_spark_stage
@@ -51,34 +49,26 @@ def build(work: Path, cfg: DownloadConfig, spark: SparkSession | None) -> StageS
     shards = fetch.plan_shards(usable, cfg.samples_per_shard)
     failed = download(work, cfg, shards, spark)
     failures.write_failures(work, failed)
-    return failures.stats_of(pairs.num_rows, failed, len(shards), dropped)
+    return failures.stats_of(pairs.num_rows, failures.reason_counts(failed), len(shards),
+                             dropped)
 
 
 def retry_failed(cfg: DownloadConfig, spark: SparkSession | None) -> StageResult:
     """Fetch again the rows of a finished output whose failure was transient, into new
-    shards after the existing ones (see module docstring)."""
+    shards after the existing ones (`retry`)."""
     out = cfg.out.absolute()
     marker = finished(out, STAGE)
     if changed := cfg.changed_image_fields(marker["config"]):
         raise ConfigError(f"--retry-failed must fetch as {out} was made; changed: "
                           + ", ".join(changed))
-    before = failures.read_failures(out)
-    again = failures.transient(before)
-    if again.num_rows == 0:
+    if spark is not None:
+        pairs = spark.read.parquet(str(pairs_dataset(cfg.pairs)))
+        stats = retry.on_spark(out, cfg, pairs, marker["stats"])
+    else:
+        stats = retry.on_driver(out, cfg, read_pairs(cfg.pairs), marker["stats"])
+    if stats is None:
         log.info("no transient failure to retry in %s", out)
         return StageResult("skipped", out, marker)
-    pairs, _ = failures.usable_pairs(read_pairs(cfg.pairs))
-    pairs = pairs.filter(pc.is_in(pairs["uid"], again["uid"]))
-    shards = fetch.plan_shards(pairs, cfg.samples_per_shard,
-                               max(fetch.done_shards(out), default=-1) + 1)
-    work = out.parent / f".{out.name}.retry-{min(shards):05d}"
-    work.mkdir(exist_ok=True)
-    kept = before.filter(pc.invert(pc.is_in(before["uid"], again["uid"])))
-    merged = pa.concat_tables([kept, download(work, cfg, shards, spark)])
-    fetch.move_shards(work, out, shards)
-    shutil.rmtree(work)
-    stats = failures.retried_stats(marker["stats"], merged, len(shards), pairs.num_rows)
-    failures.write_failures(out, merged)
     stats.print()
     return StageResult("ran", out, amend(out, stats))
 

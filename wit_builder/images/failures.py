@@ -83,26 +83,32 @@ def usable_pairs(pairs: pa.Table) -> tuple[pa.Table, dict[str, int]]:
                     "duplicate_uid": good.num_rows - unique.num_rows}
 
 
-def stats_of(rows_in: int, failures: pa.Table, n_shards: int,
+def reason_counts(failures: pa.Table) -> dict[str, int]:
+    """{reason: rows} of a failures table."""
+    return {r["values"]: r["counts"] for r in pc.value_counts(failures["reason"]).to_pylist()}
+
+
+def stats_of(rows_in: int, reasons: dict[str, int], n_shards: int,
              dropped: dict[str, int] | None = None) -> StageStats:
-    """Rows in, drops by failure reason (and the `dropped` input rows), rows out."""
-    dropped = dropped or {}
-    stats = StageStats(STAGE, rows_in=rows_in,
-                       rows_out=rows_in - failures.num_rows - sum(dropped.values()))
-    for reason in failures["reason"].to_pylist():
-        stats.drop(reason)
-    for reason, n in dropped.items():
-        stats.drop(reason, n)
+    """Rows in, drops by failure reason (`reasons`: failures per reason) and the
+    `dropped` input rows, rows out."""
+    drops = {**(dropped or {})}
+    for reason, n in reasons.items():
+        drops[reason] = drops.get(reason, 0) + n
+    stats = StageStats(STAGE, rows_in=rows_in, rows_out=rows_in - sum(drops.values()))
+    for reason, n in drops.items():
+        if n:
+            stats.drop(reason, n)
     stats.extra["shards"] = n_shards
     return stats
 
 
-def retried_stats(before: dict, failures: pa.Table, new_shards: int, retried: int
+def retried_stats(before: dict, reasons: dict[str, int], new_shards: int, retried: int
                   ) -> StageStats:
     """The stats of a finished output (`before`) after a retry: its rows, the merged
-    `failures`, its input drops, and the shards and rows the retry added."""
+    failures' `reasons`, its input drops, and the shards and rows the retry added."""
     drops = before.get("drops", {})
-    stats = stats_of(before["rows_in"], failures, before.get("shards", 0) + new_shards,
+    stats = stats_of(before["rows_in"], reasons, before.get("shards", 0) + new_shards,
                      {k: drops.get(k, 0) for k in INPUT_DROPS})
     stats.extra["retried"] = before.get("retried", 0) + retried
     return stats
@@ -130,4 +136,9 @@ def read_failures(directory: Path) -> pa.Table:
 
 def transient(failures: pa.Table) -> pa.Table:
     """The failures worth fetching again (`outcomes.TRANSIENT` reasons)."""
-    return failures.filter(pc.is_in(failures["reason"], pa.array(sorted(TRANSIENT))))
+    return failures.filter(is_transient(failures))
+
+
+def is_transient(failures: pa.Table) -> pa.ChunkedArray:
+    """Per row: whether its reason is worth fetching again."""
+    return pc.is_in(failures["reason"], pa.array(sorted(TRANSIENT)))

@@ -134,13 +134,14 @@ def account(work: Path, name: str, rows_in: int, ok: bool) -> dict[str, Any]:
     return {"rows": rows_in, "outcomes": outcomes.num_rows, "reasons": dict(counts)}
 
 
-def download(work: Path, cfg: DownloadConfig, pairs: DataFrame) -> StageStats:
-    """Plan, fetch and account for every shard of `pairs` in `work` (see module
-    docstring); the stage's stats."""
-    kept, dropped = usable(pairs)
-    grouped, n_shards, schema = shard_rows(kept, cfg.samples_per_shard, 0)
+def fetch_planned(work: Path, cfg: DownloadConfig, pairs: DataFrame, first_id: int = 0
+                  ) -> tuple[list[dict[str, Any]], int]:
+    """Number `pairs` in uid order, cut them into shards from `first_id`, download and
+    account for each in its task; (per-shard counts, shards). `Incomplete` if a shard
+    failed or holds fewer outcomes than input rows (a rerun redoes only those)."""
+    grouped, n_shards, schema = shard_rows(pairs, cfg.samples_per_shard, first_id)
     settings = replace(fetch.settings_for(cfg, work), columns=tuple(schema.names))
-    with fetch.ProgressWatch(work, kept.count(), None):
+    with fetch.ProgressWatch(work, pairs.count(), None):
         results = grouped.mapPartitions(
             lambda part: shard_task(part, settings, schema)).collect()
     fetch.check_results([(r["shard"], r["ok"]) for r in results], settings)
@@ -148,13 +149,17 @@ def download(work: Path, cfg: DownloadConfig, pairs: DataFrame) -> StageStats:
     if short:
         raise Incomplete(f"{len(short)} shard(s) hold fewer outcomes than input rows "
                          f"(e.g. {short[0]}): rerun to redo them")
-    rows_in = sum(dropped.values()) + sum(r["rows"] for r in results)
-    reasons: Counter[str] = Counter(dropped)
+    shutil.rmtree(work / fetch.INPUTS_DIR, ignore_errors=True)
+    return results, n_shards
+
+
+def download(work: Path, cfg: DownloadConfig, pairs: DataFrame) -> StageStats:
+    """Plan, fetch and account for every shard of `pairs` in `work` (see module
+    docstring); the stage's stats."""
+    kept, dropped = usable(pairs)
+    results, n_shards = fetch_planned(work, cfg, kept)
+    reasons: Counter[str] = Counter()
     for r in results:
         reasons.update(r["reasons"])
-    stats = StageStats(failures.STAGE, rows_in=rows_in, rows_out=rows_in - sum(reasons.values()))
-    for reason, n in reasons.items():
-        stats.drop(reason, n)
-    stats.extra["shards"] = n_shards
-    shutil.rmtree(work / fetch.INPUTS_DIR, ignore_errors=True)
-    return stats
+    rows_in = sum(dropped.values()) + sum(r["rows"] for r in results)
+    return failures.stats_of(rows_in, dict(reasons), n_shards, dropped)
