@@ -17,11 +17,18 @@ dedup
     banding, bucket verification, connected components in Spark, duplicates written by
     the executors) over random 64-bit hashes with 10% planted neighbours. Rungs: 10^4,
     10^5, 10^6 hashes.
+shards
+    `wit shards` (Spark local, all cores: scan and pHash every image, exact and near
+    duplicates, final shards, manifest) over a `wit download` output of distinct real
+    32-px images (crops of scikit-image's photos with noise; every tenth a copy of the
+    next), downloaded from the loopback server first (not timed). Rungs: 10^3, 10^4,
+    10^5 images.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import http.server
 import io
 import itertools
@@ -33,12 +40,14 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-RUNGS = {"download": (1_000, 10_000, 100_000), "dedup": (10_000, 100_000, 1_000_000)}
+RUNGS = {"download": (1_000, 10_000, 100_000), "dedup": (10_000, 100_000, 1_000_000),
+         "shards": (1_000, 10_000, 100_000)}
 DEDUP_SCRIPT = """
 import sys, numpy as np
 from wit_builder.spark import get_spark
@@ -75,10 +84,13 @@ class Server(http.server.HTTPServer):
 
 
 def serve(photo: bytes) -> Server:
-    """A loopback server: /img/* the photo, anything else 404."""
+    """A loopback server: /img/* the photo, /distinct/N.png image N (`distinct_png`),
+    anything else 404."""
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             body, code = (photo, 200) if self.path.startswith("/img/") else (b"no", 404)
+            if self.path.startswith("/distinct/"):
+                body, code = distinct_png(int(self.path.split("/")[-1].split(".")[0])), 200
             self.send_response(code)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -137,6 +149,50 @@ def dedup_rung(n: int, root: Path, env: dict[str, str]) -> dict[str, float]:
     return measure([sys.executable, "-c", DEDUP_SCRIPT, str(n), str(root / "out")], env)
 
 
+@functools.cache
+def _astronaut() -> Any:
+    import numpy as np
+    from skimage import data
+
+    return np.asarray(data.astronaut(), dtype=np.int16)
+
+
+def distinct_png(i: int) -> bytes:
+    """A 32-px crop of a real photo with noise, one per `i`; every tenth `i` is a copy of
+    the next (exact duplicates for the dedup step)."""
+    import numpy as np
+    from PIL import Image
+
+    seed = i + 1 if i % 10 == 0 else i
+    rng = np.random.default_rng(seed)
+    base = _astronaut()
+    y, x = rng.integers(0, base.shape[0] - 64, size=2)
+    crop = base[y:y + 64:2, x:x + 64:2] + rng.integers(-40, 40, size=(32, 32, 3))
+    out = io.BytesIO()
+    Image.fromarray(np.clip(crop, 0, 255).astype(np.uint8)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def shards_rung(n: int, root: Path, url: str, env: dict[str, str]) -> dict[str, float]:
+    """Download n distinct images (not timed), then time `wit shards` over them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from wit_builder.curate.pairs import PAIR_SCHEMA, PAIRS_FILE
+
+    rows = {name: [None] * n for name in PAIR_SCHEMA.names}
+    rows.update(uid=[f"{i:024x}" for i in range(n)], text=[f"caption {i}" for i in range(n)],
+                url=[f"{url}/distinct/{i}.png" for i in range(n)])
+    (root / "pairs" / PAIRS_FILE).mkdir(parents=True)
+    pq.write_table(pa.table(rows, schema=PAIR_SCHEMA), root / "pairs" / PAIRS_FILE / "p.parquet")
+    subprocess.run([sys.executable, "-m", "wit_builder.cli", "download", "--pairs",
+                    str(root / "pairs"), "--out", str(root / "images"), "--allow-network",
+                    "127.0.0.1/32", "--samples-per-shard", "5000", "--image-size", "32",
+                    "--min-image-size", "8"], env=env, check=True, capture_output=True)
+    return measure([sys.executable, "-m", "wit_builder.cli", "shards", "--images",
+                    str(root / "images"), "--out", str(root / "out")], env)
+
+
 def photo_png() -> bytes:
     from PIL import Image
     from skimage import data
@@ -149,15 +205,19 @@ def photo_png() -> bytes:
 def ladder(stage: str, env: dict[str, str]) -> list[dict[str, float]]:
     """Every rung of `stage`, with rows/s per core."""
     cores = os.cpu_count() or 1
-    server = serve(photo_png()) if stage == "download" else None
+    server = serve(photo_png()) if stage in ("download", "shards") else None
     results = []
     try:
         for n in RUNGS[stage]:
             with tempfile.TemporaryDirectory() as tmp:
                 url = f"http://127.0.0.1:{server.server_address[1]}" if server else ""
-                got = (download_rung(n, Path(tmp), url, env) if stage == "download"
-                       else dedup_rung(n, Path(tmp), env))
-            rows = n if stage == "download" else n + n // 10
+                if stage == "download":
+                    got = download_rung(n, Path(tmp), url, env)
+                elif stage == "shards":
+                    got = shards_rung(n, Path(tmp), url, env)
+                else:
+                    got = dedup_rung(n, Path(tmp), env)
+            rows = n + n // 10 if stage == "dedup" else n
             results.append({"rows": rows, **got,
                             "rows_per_s_per_core": round(rows / got["seconds"] / cores, 1)})
             print(stage, results[-1], flush=True)
@@ -183,20 +243,27 @@ def verdict(rungs: list[dict[str, float]]) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", default="download,dedup")
+    parser.add_argument("--only", default="download,dedup,shards")
+    parser.add_argument("--rungs", help="override the rungs of --only's stages, e.g. "
+                        "1000,10000")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--repo", type=Path, default=REPO,
                         help="the checkout whose stages run (the baseline: an older one)")
     args = parser.parse_args()
     env = {**os.environ, "PYTHONPATH": str(args.repo.absolute())}
+    if args.rungs:
+        for stage in args.only.split(","):
+            RUNGS[stage] = tuple(int(n) for n in args.rungs.split(","))
     out = {}
     for stage in args.only.split(","):
         rungs = ladder(stage, env)
         out[stage] = {"rungs": rungs, **verdict(rungs)}
         print(stage, out[stage]["rate_spread"], out[stage]["driver_py_growth_mb"], flush=True)
-    if args.json:
+    if args.json:  # stages not run this time keep their earlier figures
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"cores": os.cpu_count(), **out}, indent=2) + "\n")
+        earlier = json.loads(args.json.read_text()) if args.json.is_file() else {}
+        merged = {**earlier, "cores": os.cpu_count(), **out}
+        args.json.write_text(json.dumps(merged, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -4,9 +4,11 @@ DIR` (stats, drops, notices and a preview of the output's tables)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from rich.console import Console
@@ -47,26 +49,63 @@ IMAGE_TABLES = ((FAILURES_FILE, ("reason", "http_status", "url", "error_message"
                 (DUPLICATES_FILE, ("uid", "kept_uid", "distance", "kind")))
 
 
+def head(path: Path, columns: list[str], rows: int) -> tuple[pa.Table, int]:
+    """(the first `rows` rows of a Parquet file or dataset in `columns`, its row count):
+    the count from the files' footers, the rows from the first row group(s), so a
+    preview of billions of rows reads a few megabytes."""
+    files = parquet_files(path)
+    if not files:
+        raise ValueError(f"no Parquet file in {path}")
+    batches = list(first_batches(files, columns, rows))
+    first = (pa.Table.from_batches(batches) if batches else
+             pq.read_schema(files[0]).empty_table().select(columns))
+    return first, sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+
+
+def parquet_files(path: Path) -> list[Path]:
+    """The data files of a Parquet file or dataset folder, in order (names starting with
+    ``_`` or ``.`` are Spark's and writers' own, as pyarrow's dataset reader skips)."""
+    if path.is_file():
+        return [path]
+    return sorted(f for f in path.rglob("*.parquet")
+                  if not any(part.startswith(("_", ".")) for part in f.relative_to(path).parts))
+
+
+def first_batches(files: list[Path], columns: list[str], rows: int
+                  ) -> Iterator[pa.RecordBatch]:
+    """The first `rows` rows of `files`, read one row group at a time (a dataset
+    scanner reads ahead many row groups at once)."""
+    left = rows
+    for name in files:
+        for batch in pq.ParquetFile(name).iter_batches(batch_size=max(1, rows),
+                                                       columns=columns):
+            if left <= 0:
+                return
+            yield batch.slice(0, left)
+            left -= batch.num_rows
+
+
 def pairs_table(path: Path, rows: int) -> Table:
     """The first `rows` pairs of a ``pairs.parquet`` dataset (the columns it has)."""
-    dataset = pq.ParquetDataset(path)
-    columns = [c for c in PAIR_PREVIEW if c in dataset.schema.names]
-    table = dataset.read(columns=columns)
-    view = Table(title=f"{safe(path)} ({table.num_rows:,} pairs)")
+    files = parquet_files(path)
+    names = pq.read_schema(files[0]).names if files else []
+    columns = [c for c in PAIR_PREVIEW if c in names]
+    first, total = head(path, columns, rows)
+    view = Table(title=f"{safe(path)} ({total:,} pairs)")
     for col in columns:
         view.add_column(col, overflow="fold", max_width=60 if col in ("text", "url") else 20)
-    for row in table.slice(0, rows).to_pylist():
+    for row in first.to_pylist():
         view.add_row(*(_cell(row[c]) for c in columns))
     return view
 
 
 def rows_table(path: Path, columns: tuple[str, ...], rows: int) -> Table:
     """The first `rows` rows of a Parquet file or dataset, in `columns`."""
-    table = pq.ParquetDataset(path).read(columns=list(columns))
-    view = Table(title=f"{safe(path)} ({table.num_rows:,} rows)")
+    first, total = head(path, list(columns), rows)
+    view = Table(title=f"{safe(path)} ({total:,} rows)")
     for col in columns:
         view.add_column(col, overflow="fold", max_width=50)
-    for row in table.slice(0, rows).to_pylist():
+    for row in first.to_pylist():
         view.add_row(*(_cell(row[c]) for c in columns))
     return view
 
@@ -105,8 +144,6 @@ def show(out_dir: Path, per_source: int = 5, console: Console | None = None) -> 
 def readable(make: Any, path: Path, *args: Any) -> Table:
     """`make(path, *args)`; `InputError` (one line) if the file is not readable Parquet
     with the columns shown (damaged or replaced after the stage wrote it)."""
-    import pyarrow as pa
-
     try:
         return make(path, *args)
     except (pa.ArrowException, OSError, KeyError, ValueError) as e:
