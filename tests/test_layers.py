@@ -13,7 +13,7 @@ from wit_builder import stages
 
 PACKAGE = REPO / "wit_builder"
 FRAMEWORK = {"__init__", "config", "errors", "stats", "inputs", "outputs", "spark", "stages",
-             "tarshards", "terminal"}
+             "tarshards", "terminal", "peek"}
 TOP = {"cli", "pipeline", "show", "explore", "demo"}
 # Config classes are plain pydantic types on the library's level: library functions may
 # take them (and clip's model configs live beside them).

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 
-from wit_builder import outputs
+from wit_builder import outputs, peek
 from wit_builder.curate.balance import ENTRY_COUNTS_FILE, read_entry_counts
-from wit_builder.curate.pairs import read_pairs
+from wit_builder.curate.pairs import pairs_dataset
 from wit_builder.errors import InputError
 from wit_builder.outputs import read_marker
 from wit_builder.overlap import gallery, matches
@@ -75,10 +76,12 @@ def plot_balancing(curate_dir: Path | str, ax: Any) -> None:
 
 
 def sample_pairs(curate_dir: Path | str, n: int = 10, seed: int = 0) -> pd.DataFrame:
-    """`n` pairs (text, url, matched entries) sampled with a fixed seed."""
-    pairs = read_pairs(Path(curate_dir)).to_pandas()
-    return pairs.sample(min(n, len(pairs)), random_state=seed)[
-        [c for c in ("text", "url", "entry_ids", "keep_prob") if c in pairs]]
+    """`n` pairs (text, url, matched entries) sampled with a fixed seed, reading only
+    the row groups that hold them."""
+    path = pairs_dataset(Path(curate_dir))
+    names = pq.read_schema(peek.parquet_files(path)[0]).names
+    columns = [c for c in ("text", "url", "entry_ids", "keep_prob") if c in names]
+    return peek.sample(path, columns, n, seed).to_pandas()
 
 
 def overlap_sets(overlap_dir: Path | str) -> pd.DataFrame:
@@ -87,12 +90,13 @@ def overlap_sets(overlap_dir: Path | str) -> pd.DataFrame:
     return pd.DataFrame.from_dict(data, orient="index").rename_axis("eval_set").reset_index()
 
 
-def overlap_matches(overlap_dir: Path | str) -> pd.DataFrame:
-    """Every match (overlap.parquet), strongest first."""
+def overlap_matches(overlap_dir: Path | str, n: int = 1000) -> pd.DataFrame:
+    """The `n` strongest matches (overlap.parquet), strongest first (streamed: a pool
+    can hold millions of copies)."""
     path = finished(overlap_dir, "overlap")
-    table = matches.read_matches(path).to_pandas()
-    binary = matches.recorded_method(matches.overlap_run(path)).binary
-    return table.sort_values("score", ascending=binary).reset_index(drop=True)
+    method = matches.recorded_method(matches.overlap_run(path))
+    best = gallery.strongest(method, matches.iter_rows(path), n)
+    return pd.DataFrame(best, columns=list(matches.MATCH_COLUMNS))
 
 
 def report_table(report_dir: Path | str) -> pd.DataFrame:
@@ -107,8 +111,7 @@ def plot_gallery(overlap_dir: Path | str, count: int = 6) -> Any:
 
     path = finished(overlap_dir, "overlap")
     run = matches.overlap_run(path)
-    best = gallery.strongest(matches.recorded_method(run),
-                             matches.read_matches(path).to_pylist(), count)
+    best = gallery.strongest(matches.recorded_method(run), matches.iter_rows(path), count)
     pairs = gallery.pair_images(run, best)
     fig, axes = plt.subplots(2, max(1, len(pairs)), figsize=(2 * max(1, len(pairs)), 4),
                              squeeze=False)

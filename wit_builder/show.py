@@ -4,7 +4,6 @@ DIR` (stats, drops, notices and a preview of the output's tables)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import pyarrow.parquet as pq
 from rich.console import Console
 from rich.table import Table
 
+from wit_builder import peek
 from wit_builder.clip.results import read_results
 from wit_builder.clip.rundir import last_checkpoint
 from wit_builder.curate.pairs import PAIRS_FILE
@@ -49,48 +49,12 @@ IMAGE_TABLES = ((FAILURES_FILE, ("reason", "http_status", "url", "error_message"
                 (DUPLICATES_FILE, ("uid", "kept_uid", "distance", "kind")))
 
 
-def head(path: Path, columns: list[str], rows: int) -> tuple[pa.Table, int]:
-    """(the first `rows` rows of a Parquet file or dataset in `columns`, its row count):
-    the count from the files' footers, the rows from the first row group(s), so a
-    preview of billions of rows reads a few megabytes."""
-    files = parquet_files(path)
-    if not files:
-        raise ValueError(f"no Parquet file in {path}")
-    batches = list(first_batches(files, columns, rows))
-    first = (pa.Table.from_batches(batches) if batches else
-             pq.read_schema(files[0]).empty_table().select(columns))
-    return first, sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-
-
-def parquet_files(path: Path) -> list[Path]:
-    """The data files of a Parquet file or dataset folder, in order (names starting with
-    ``_`` or ``.`` are Spark's and writers' own, as pyarrow's dataset reader skips)."""
-    if path.is_file():
-        return [path]
-    return sorted(f for f in path.rglob("*.parquet")
-                  if not any(part.startswith(("_", ".")) for part in f.relative_to(path).parts))
-
-
-def first_batches(files: list[Path], columns: list[str], rows: int
-                  ) -> Iterator[pa.RecordBatch]:
-    """The first `rows` rows of `files`, read one row group at a time (a dataset
-    scanner reads ahead many row groups at once)."""
-    left = rows
-    for name in files:
-        for batch in pq.ParquetFile(name).iter_batches(batch_size=max(1, rows),
-                                                       columns=columns):
-            if left <= 0:
-                return
-            yield batch.slice(0, left)
-            left -= batch.num_rows
-
-
 def pairs_table(path: Path, rows: int) -> Table:
     """The first `rows` pairs of a ``pairs.parquet`` dataset (the columns it has)."""
-    files = parquet_files(path)
+    files = peek.parquet_files(path)
     names = pq.read_schema(files[0]).names if files else []
     columns = [c for c in PAIR_PREVIEW if c in names]
-    first, total = head(path, columns, rows)
+    first, total = peek.head(path, columns, rows)
     view = Table(title=f"{safe(path)} ({total:,} pairs)")
     for col in columns:
         view.add_column(col, overflow="fold", max_width=60 if col in ("text", "url") else 20)
@@ -101,7 +65,7 @@ def pairs_table(path: Path, rows: int) -> Table:
 
 def rows_table(path: Path, columns: tuple[str, ...], rows: int) -> Table:
     """The first `rows` rows of a Parquet file or dataset, in `columns`."""
-    first, total = head(path, list(columns), rows)
+    first, total = peek.head(path, list(columns), rows)
     view = Table(title=f"{safe(path)} ({total:,} rows)")
     for col in columns:
         view.add_column(col, overflow="fold", max_width=50)

@@ -27,7 +27,7 @@ from wit_builder.overlap.scan import scores_file, shards_frame
 from wit_builder.spark import spark_schema
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+    from pyspark.sql import DataFrame, SparkSession
 
 
 @dataclass(frozen=True)
@@ -70,8 +70,14 @@ def decide_partition(batches: Iterable[pa.RecordBatch], task: Any
             yield pa.RecordBatch.from_pylist(rows, schema=ROW_SCHEMA)
 
 
-def run_decide(spark: SparkSession, paths: list[str], task: Task) -> pa.Table:
-    """Every shard's decided rows (`ROW_SCHEMA`), one Spark task per shard."""
+def run_decide(spark: SparkSession, paths: list[str], task: Task) -> DataFrame:
+    """Every shard's decided rows (`ROW_SCHEMA`), one Spark task per shard, persisted and
+    materialized (the tasks write the filtered shards once): the callers write and count
+    them in Spark, nothing per row reaches the driver."""
+    from pyspark import StorageLevel
+
     body = functools.partial(decide_partition, task=spark.sparkContext.broadcast(task))
     rows = shards_frame(spark, paths).mapInArrow(body, spark_schema(ROW_SCHEMA))
-    return rows.toArrow().cast(ROW_SCHEMA)
+    rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
+    rows.count()
+    return rows

@@ -5,7 +5,9 @@ pool sample's caption and URL (`wit overlap report`'s galleries, `explore.plot_g
 
 from __future__ import annotations
 
+import heapq
 import io
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from PIL import Image
@@ -52,30 +54,35 @@ def with_images(run: dict[str, Any], pairs: list[dict]) -> list[dict]:
             for m, eval_image, pool, meta in pair_images(run, pairs)]
 
 
-def strongest(method: Method, matches: list[dict], count: int) -> list[dict]:
-    """The `count` best-scoring matches (best first)."""
-    return sorted(matches, key=lambda m: m["score"], reverse=not method.binary)[:count]
+def strongest(method: Method, matches: Iterable[dict], count: int) -> list[dict]:
+    """The `count` best-scoring matches (best first), holding `count` rows at a time."""
+    if method.binary:  # Hamming bits: fewer is stronger
+        return heapq.nsmallest(count, matches, key=lambda m: m["score"])
+    return heapq.nlargest(count, matches, key=lambda m: m["score"])
 
 
-def borderline(method: Method, matches: list[dict], near: list[dict], count: int
+def borderline(method: Method, matches: Iterable[dict], near: Iterable[dict], count: int
                ) -> list[dict]:
     """The `count` weakest matches and the `count` strongest non-matches, ordered from
     best to worst score so the threshold falls between the two halves."""
     def margin(m: dict) -> float:
         return abs(m["score"] - method.threshold_for(m["eval_set"]))
 
-    above = [{**m, "side": "match"} for m in sorted(matches, key=margin)[:count]]
-    below = [{**m, "side": "no match"} for m in sorted(near, key=margin)[:count]]
+    above = [{**m, "side": "match"} for m in heapq.nsmallest(count, matches, key=margin)]
+    below = [{**m, "side": "no match"} for m in heapq.nsmallest(count, near, key=margin)]
     return strongest(method, above + below, 2 * count)
 
 
-def galleries(run: dict[str, Any], method: Method, matches: list[dict], near: list[dict],
+def galleries(run: dict[str, Any], method: Method, rows: Callable[[str], Iterable[dict]],
               count: int) -> list[dict]:
-    """The report's two galleries (none for `count` 0)."""
+    """The report's two galleries (none for `count` 0); `rows("match")` and
+    `rows("near")` stream the matches and the near neighbours (each read twice at most,
+    never held whole)."""
     if not count:
         return []
     half = max(1, count // 2)
-    return [{"title": "Strongest matches",
-             "matches": with_images(run, strongest(method, matches, count))},
+    best = strongest(method, rows("match"), count)
+    edge = borderline(method, rows("match"), rows("near"), half)
+    return [{"title": "Strongest matches", "matches": with_images(run, best)},
             {"title": "Borderline: the weakest matches and the closest non-matches",
-             "matches": with_images(run, borderline(method, matches, near, half))}]
+             "matches": with_images(run, edge)}]

@@ -1,9 +1,10 @@
 """The `wit overlap` output: its files, how they are written and how they are read.
 
-* ``overlap.parquet`` — uid, shard, key, eval_set, eval_split, eval_index, eval_id,
+* ``overlap.parquet`` — a Parquet dataset (a folder written by the executors, in (uid,
+  rank) order): uid, shard, key, eval_set, eval_split, eval_index, eval_id,
   score (Hamming bits for phash, cosine otherwise), rank, method: one row per (pool
   sample, eval image) past the threshold among the k nearest.
-* ``near.parquet`` — the same columns for neighbours just short of the threshold.
+* ``near.parquet`` — a dataset of the same columns for neighbours just short of the threshold.
 * ``filtered/`` — the pool shards without the matched samples, with ``sizes.json``.
 * ``eval_sets.json`` — per set: eval images, unreadable, pool samples scanned, matches.
 * ``neighbours/SHARD.parquet`` — the scores the decision was made from: every pool
@@ -22,11 +23,11 @@ import json
 import os
 import shutil
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from wit_builder import tarshards
@@ -34,6 +35,9 @@ from wit_builder.errors import InputError
 from wit_builder.outputs import MARKER, finished, marker_or_none
 from wit_builder.overlap.methods import Method
 from wit_builder.stats import StageStats
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
 
 STAGE = "overlap"
 OVERLAP_FILE = "overlap.parquet"
@@ -82,6 +86,25 @@ def read_near(path: Path) -> pa.Table:
     return pq.read_table(Path(path) / NEAR_FILE)
 
 
+def iter_rows(path: Path, which: str = OVERLAP_FILE, columns: list[str] | None = None,
+              batch_rows: int = 65_536) -> Iterator[dict[str, Any]]:
+    """The rows of ``overlap.parquet`` (or `which`: ``near.parquet``) of a finished output,
+    one batch in memory at a time (a pool can copy eval images millions of times)."""
+    for name in sorted((Path(path) / which).glob("*.parquet")):
+        for batch in pq.ParquetFile(name).iter_batches(batch_size=batch_rows,
+                                                       columns=columns):
+            yield from batch.to_pylist()
+
+
+def hit_eval_images(path: Path) -> dict[tuple[str, str], set[int]]:
+    """{(eval set, split): eval indices with at least one match}: bounded by the eval
+    sets' size, whatever the number of matches."""
+    hits: dict[tuple[str, str], set[int]] = {}
+    for m in iter_rows(path, columns=["eval_set", "eval_split", "eval_index"]):
+        hits.setdefault((m["eval_set"], m["eval_split"]), set()).add(m["eval_index"])
+    return hits
+
+
 def read_eval_sets(path: Path) -> dict[str, dict]:
     """``eval_sets.json`` of a finished overlap output."""
     return json.loads((Path(path) / EVAL_SETS_FILE).read_text())
@@ -89,23 +112,33 @@ def read_eval_sets(path: Path) -> dict[str, dict]:
 
 def input_files(path: Path) -> list[str]:
     """The files of an overlap output whose fingerprints identify it for a reader."""
-    return [str(Path(path) / OVERLAP_FILE), str(Path(path) / MARKER)]
+    return [*map(str, sorted((Path(path) / OVERLAP_FILE).glob("*.parquet"))),
+            str(Path(path) / MARKER)]
 
 
-def write_neighbours(work: Path, rows: pa.Table) -> None:
-    """``overlap.parquet`` (matches) and ``near.parquet`` (borderline non-matches)."""
+def write_neighbours(work: Path, rows: DataFrame) -> None:
+    """``overlap.parquet`` (matches) and ``near.parquet`` (borderline non-matches):
+    Parquet datasets in (uid, rank) order, written by the executors."""
+    from pyspark.sql import functions as F
+
     for kind, name in (("match", OVERLAP_FILE), ("near", NEAR_FILE)):
-        table = rows.filter(pc.equal(rows["kind"], kind)).select(list(MATCH_COLUMNS))
-        pq.write_table(table.sort_by([("uid", "ascending"), ("rank", "ascending")]),
-                       work / name)
+        chosen = rows.filter(F.col("kind") == kind).select(*MATCH_COLUMNS)
+        chosen.orderBy("uid", "rank").write.parquet(str(work / name))
 
 
-def per_set(matches: pa.Table, sets: dict[str, dict]) -> dict[str, dict]:
+def shard_counts(rows: DataFrame) -> list[dict[str, Any]]:
+    """The per-shard counters (scanned, unreadable, matched): a few rows per shard."""
+    return [r.asDict() for r in rows.filter("kind = 'count'").select("shard", "key", "n")
+            .collect()]
+
+
+def per_set(rows: DataFrame, sets: dict[str, dict]) -> dict[str, dict]:
     """Per eval set: its images, unreadable ones, and the pool samples it matched."""
-    matched: dict[str, set[str]] = {}
-    for r in matches.select(["eval_set", "uid"]).to_pylist():
-        matched.setdefault(r["eval_set"], set()).add(r["uid"])
-    return {name: {**counts, "matches": len(matched.get(name, ()))}
+    from pyspark.sql import functions as F
+
+    matched = {r["eval_set"]: r["n"] for r in rows.filter(F.col("kind") == "match")
+               .groupBy("eval_set").agg(F.countDistinct("uid").alias("n")).collect()}
+    return {name: {**counts, "matches": matched.get(name, 0)}
             for name, counts in sets.items()}
 
 

@@ -15,8 +15,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pyarrow.compute as pc
-
 from wit_builder.config import config_hash
 from wit_builder.inputs import fingerprint
 from wit_builder.outputs import StageResult
@@ -69,9 +67,9 @@ def build(work: Path, cfg: OverlapConfig, paths: list[str], method: Method,
                                              cfg.batch_size, str(work), device))
     rows = decide.run_decide(spark, paths, decide.Task(method.rule, str(work)))
     matches.write_neighbours(work, rows)
-    counts = rows.filter(pc.equal(rows["kind"], "count")).to_pylist()
-    found = matches.read_matches(work)
-    stats = matches.write_summary(work, method, counts, matches.per_set(found, sets))
+    counts = matches.shard_counts(rows)
+    stats = matches.write_summary(work, method, counts, matches.per_set(rows, sets))
+    rows.unpersist()
     stats.extra.update(scoring_hash=scoring, scores_taken_over=taken, eval_fingerprint=eval_print)
     matches.reconcile(paths, stats.rows_in, stats)
     if recall_k is not None:

@@ -115,18 +115,18 @@ def checkpoint_model(checkpoint: Path | None) -> Any:
     return load_model(checkpoint, None, torch.device("cpu"), UNNAMED_HINT)[0]
 
 
-def overlap_table(run: dict[str, Any], matches: list[dict], checkpoint: Path | None,
-                  out: Path) -> list[SetOverlap]:
-    """One row per eval set and split of an overlap `run`; the zero-shot correctness of
-    every eval image when a `checkpoint` is given."""
+def overlap_table(run: dict[str, Any], hits: dict[tuple[str, str], set[int]],
+                  checkpoint: Path | None, out: Path) -> list[SetOverlap]:
+    """One row per eval set and split of an overlap `run` (`hits`: the eval indices
+    matched per set and split); the zero-shot correctness of every eval image when a
+    `checkpoint` is given."""
     from wit_builder.overlap.evalimages import load_set, set_name, splits_of
 
     model, rows = checkpoint_model(checkpoint), []
     for spec in run["eval"]:
         evalset, name = load_set(spec), set_name(spec)
         for split, images in splits_of(spec, run["split"], evalset):
-            hit = {m["eval_index"] for m in matches
-                   if m["eval_set"] == name and m["eval_split"] == split}
+            hit = hits.get((name, split), set())
             correct = None
             if model is not None and evalset.classnames:
                 correct = zero_shot(model, evalset, images, checkpoint, out)

@@ -11,6 +11,7 @@ calibration plot of ``--calibration``) and `stats.json`; rows are eval images (i
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 from PIL import Image
@@ -40,14 +41,17 @@ def build(tmp: Path, cfg: ReportConfig) -> StageStats:
     """Write the report files into `tmp`."""
     run = matches.overlap_run(cfg.overlap)
     method = matches.recorded_method(run)
-    found = matches.read_matches(cfg.overlap).to_pylist()
-    near = matches.read_near(cfg.overlap).to_pylist()
-    rows = report.overlap_table(run, found, cfg.checkpoint, cfg.out)
+    rows = report.overlap_table(run, matches.hit_eval_images(cfg.overlap), cfg.checkpoint,
+                                cfg.out)
     data = {"method": run["method"], "checkpoint": str(cfg.checkpoint or ""),
             "sets": [r.to_dict() for r in rows]}
     (tmp / report.JSON_FILE).write_text(json.dumps(data, indent=2) + "\n")
     (tmp / report.MARKDOWN_FILE).write_text(report.markdown(rows, run["method"]))
-    shown = gallery.galleries(run, method, found, near, cfg.gallery)
+    def stream(kind: str) -> Iterator[dict]:
+        return matches.iter_rows(cfg.overlap, matches.OVERLAP_FILE if kind == "match"
+                                 else matches.NEAR_FILE)
+
+    shown = gallery.galleries(run, method, stream, cfg.gallery)
     page = report_page.page(method, data["sets"], cfg.checkpoint, shown,
                             calibration_plot(cfg.calibration))
     (tmp / report.HTML_FILE).write_text(page, encoding="utf-8")
