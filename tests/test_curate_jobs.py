@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -27,6 +28,7 @@ from wit_builder.curate.hygiene import pair_uid
 from wit_builder.curate.matching import match_df, normalize_text
 from wit_builder.curate.pairs import PAIRS_FILE
 from wit_builder.errors import InputError
+from wit_builder.outputs import read_stats
 
 ALT_TEXTS = FIXTURES / "alt_text" / "laion-alt-text-1000.parquet"
 QUERY_LIST = REPO / "query_lists" / "enwiki-fixture" / "entries.parquet"
@@ -282,7 +284,8 @@ def gated_manifest(tmp_path: Path, server: GatedServer) -> Path:
 
 def test_killed_curate_reruns_to_identical_output(spark, entries_txt, tmp_path):
     """SIGKILL while extraction is running (held at the request for one WARC file, so at
-    a known point), then the same command again: the output equals an unbroken run's."""
+    a known point, once every other file is staged), then the same command again: the
+    staged files are not read again, and the output equals an unbroken run's."""
     server = GatedServer(warcs.WARC_DIR, gated=warcs.CC_EXCERPT.name)
     manifest = gated_manifest(tmp_path, server)
     out = tmp_path / "killed"
@@ -292,13 +295,21 @@ def test_killed_curate_reruns_to_identical_output(spark, entries_txt, tmp_path):
     proc = subprocess.Popen(args, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=repo_env())
     wait_for_event(server.arrived, proc)
-    assert list(tmp_path.glob(".killed.tmp-*"))  # killed mid-stage
+    work = next(tmp_path.glob(".killed.work-*"))  # killed mid-stage
+    others = len(manifest.read_text().split()) - 1
+    staged = work / "staging" / "counts"
+    deadline = time.monotonic() + 180
+    while len(list(staged.glob("*.parquet"))) < others and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(list(staged.glob("*.parquet"))) == others
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not out.exists()  # nothing half-written where readers look
     server.release()
     subprocess.run(args, check=True, capture_output=True, env=repo_env())
-    assert not list(tmp_path.glob(".killed.tmp-*"))  # the dead run's temp dir is gone
+    assert not list(tmp_path.glob(".killed.work-*"))  # the work dir became the output
+    assert not (out / "staging").exists()
+    assert read_stats(out)["files_resumed"] == others
     reference = run_curate(CurateConfig(manifest=str(manifest), entries=entries_txt,
                                         out=tmp_path / "ref", **CURATE_ARGS), spark)
     server.close()

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from wit_builder import outputs, peek
@@ -96,7 +97,8 @@ def overlap_matches(overlap_dir: Path | str, n: int = 1000) -> pd.DataFrame:
     path = finished(overlap_dir, "overlap")
     method = matches.recorded_method(matches.overlap_run(path))
     best = gallery.strongest(method, matches.iter_rows(path), n)
-    return pd.DataFrame(best, columns=list(matches.MATCH_COLUMNS))
+    schema = matches.ROW_SCHEMA.select(list(matches.MATCH_COLUMNS))
+    return pa.Table.from_pylist(best, schema=schema).to_pandas()
 
 
 def report_table(report_dir: Path | str) -> pd.DataFrame:

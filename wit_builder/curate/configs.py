@@ -14,13 +14,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from wit_builder.config import SparkStageConfig
 from wit_builder.curate.extract import ExtractParams
+from wit_builder.curate.staging import Retries
 
 
 class ExtractConfig(SparkStageConfig):
     """Parameters of `wit extract`."""
 
     RUNTIME_FIELDS: ClassVar[frozenset[str]] = SparkStageConfig.RUNTIME_FIELDS | {
-        "files_per_task"}
+        "files_per_task", "file_attempts", "retry_backoff"}
 
     warc: list[str] | None = Field(None, description="WARC/WAT files: paths, globs or URIs")
     manifest: str | None = Field(None, description="file listing one WARC/WAT path a line "
@@ -39,6 +40,11 @@ class ExtractConfig(SparkStageConfig):
     max_text_chars: int = Field(1000, ge=1, description="longest text kept")
     max_url_chars: int = Field(2048, ge=16, description="longest URL kept")
     files_per_task: int = Field(1, ge=1, description="input files per Spark task")
+    file_attempts: int = Field(6, ge=1, description="tries to read an input file (503, "
+                               "429, resets, timeouts) before it counts as file_unreadable")
+    retry_backoff: float = Field(2.0, ge=0.0, description="seconds before the first retry "
+                                 "of a file, doubling each time (with jitter; a longer "
+                                 "Retry-After is honoured)")
 
     @field_validator("warc", mode="before")
     @classmethod
@@ -58,6 +64,10 @@ class ExtractConfig(SparkStageConfig):
             raise ValueError("lid=false needs lang none and min_lang_score 0 (without "
                              "language ID nothing can be filtered by language)")
         return self
+
+    def retries(self) -> Retries:
+        """How patiently each input file is read (`staging.Retries`)."""
+        return Retries(self.file_attempts, self.retry_backoff)
 
     def params(self, lid_model: str | None) -> ExtractParams:
         """The per-file parameters, with the model as the workers will find it."""

@@ -1,20 +1,21 @@
 """`wit curate`: extract → match → balance in one Spark job.
 
-The same library functions as the three stage jobs, chained in one Spark application so
-the intermediate pairs never touch storage; the WARC files are read once (the raw
-extraction is persisted). Outputs are those of `wit balance` plus ``file_counts.parquet``
-of `wit extract`; `stats.json` accounts for every candidate pair: rows_in (candidates)
-minus all drops (extraction reasons, ``duplicate``, ``no_match``,
-``balance_sampled_out``) equals rows_out.
+The same library functions as the three stage jobs, chained in one Spark application;
+the WARC files are read once, into the work dir's staging pieces (`staging`: retried,
+resumed by a rerun, removed when the output is complete). Outputs are those of `wit
+balance` plus ``file_counts.parquet`` of `wit extract`; `stats.json` accounts for every
+candidate pair: rows_in (candidates) minus all drops (extraction reasons,
+``duplicate``, ``no_match``, ``balance_sampled_out``) equals rows_out.
 """
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from wit_builder.curate import extract, lid, sources
+from wit_builder.curate import extract, lid, sources, staging
 from wit_builder.curate.balance import balance_into
 from wit_builder.curate.configs import CurateConfig
 from wit_builder.curate.matching import match_df
@@ -39,12 +40,12 @@ def build(tmp: Path, cfg: CurateConfig, paths: list[str], spark: SparkSession) -
     stats = StageStats(STAGE)
     entries = load_entries(cfg.entries)
     params = cfg.params(extract.ship_model(spark, cfg.lid_model))
-    got = extract.extracted_pairs(spark, paths, params, cfg.files_per_task, tmp)
-    got.counts.add_to(stats)
-    pairs = got.pairs.persist(StorageLevel.MEMORY_AND_DISK)
+    got, counts = extract.extracted_pairs(spark, paths, params, cfg.files_per_task, tmp,
+                                          cfg.retries())
+    counts.add_to(stats)
+    pairs = got.persist(StorageLevel.MEMORY_AND_DISK)
     unique = pairs.count()
-    stats.drop("duplicate", got.counts.pairs - unique)
-    got.raw.unpersist()
+    stats.drop("duplicate", counts.pairs - unique)
     matched = match_df(pairs, entries).persist(StorageLevel.MEMORY_AND_DISK)
     stats.drop("no_match", unique - matched.count())
     pairs.unpersist()
@@ -53,6 +54,7 @@ def build(tmp: Path, cfg: CurateConfig, paths: list[str], spark: SparkSession) -
     stats.drop("balance_sampled_out", done.sampled_out)
     stats.extra.update(entries=len(entries), balance=asdict(done))
     matched.unpersist()
+    shutil.rmtree(tmp / staging.STAGING_DIR)
     return stats
 
 
@@ -63,5 +65,6 @@ def run(cfg: CurateConfig, spark: SparkSession | None = None) -> StageResult:
     if cfg.lid_model:
         inputs.append(fingerprint([lid.resolve_model_path(cfg.lid_model)]))
     return run_spark_stage(STAGE, OUTPUT_VERSION, cfg, inputs,
-                           lambda tmp, session: build(tmp, cfg, paths, session), spark)
+                           lambda tmp, session: build(tmp, cfg, paths, session), spark,
+                           resumable=True)
 

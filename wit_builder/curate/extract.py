@@ -6,20 +6,16 @@ resolves to an absolute http(s) URL, its whitespace-normalized text passes the l
 limits, and the language-ID model says it is in `lang` with probability ≥
 `min_lang_score`. Otherwise it is counted under a drop reason (`hygiene`, ``lang_*``).
 
-`extract_partition` is the function Spark runs with ``mapInArrow``: it receives batches of
-file paths and emits Arrow batches in `SCHEMA`. Rows with a null ``reason`` are pairs; the
-other rows are per-file counters (``reason``, ``n``), so the counts travel with the data
-and no row is lost without a trace (see `counter_kind` for the counter names).
-
-`extracted_pairs` is the Spark side: one task per file group, the counters collected into
-an `ExtractCounts`, then pairs deduplicated on ``uid``; of duplicates, the one with the
+`file_batches` is what a task runs on one file: its pairs in Arrow batches, its counters
+(see `counter_kind`) in a Counter. `extracted_pairs` is the Spark side: every file staged
+once (`staging`: retried, resumable, written by the executors), the counters summed with
+a ``groupBy``, then pairs deduplicated on ``uid``; of duplicates, the one with the
 smallest (source_file, page_url, attr) is kept, so the output does not depend on task
 scheduling.
 """
 
 from __future__ import annotations
 
-import functools
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -27,26 +23,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from wit_builder.curate import lid as lid_models
-from wit_builder.curate import records
+from wit_builder.curate import records, staging
 from wit_builder.curate.hygiene import Drop, clean_text, page_base, pair_uid, resolve_url
 from wit_builder.curate.lid import LanguageId
 from wit_builder.curate.pairs import PAIR_COLUMNS, PAIR_SCHEMA
 from wit_builder.errors import InputError
-from wit_builder.spark import spark_schema
 from wit_builder.stats import StageStats
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 SCHEMA = pa.schema([*PAIR_SCHEMA, ("reason", pa.string()), ("n", pa.int64())])
-FILES_SCHEMA = pa.schema([("path", pa.string())])  # extract_partition's input
 # Counter names that are totals rather than drops.
 TOTALS = ("records", "records_truncated", "html_pages", "wat_pages", "candidates", "pairs")
 # Counters about a whole input file.
-FILE_COUNTERS = ("not_a_warc",)
+FILE_COUNTERS = ("not_a_warc", "file_unreadable")
 BATCH_ROWS = 8192
 # Which duplicate of a uid survives: the smallest of these (then the remaining columns).
 DEDUP_ORDER = ("source_file", "page_url", "attr", "url", "text", "lang", "lang_score")
@@ -126,9 +119,28 @@ def file_pairs(path: str, params: ExtractParams, lid: LanguageId | None,
 def _batch(rows: list[tuple]) -> pa.RecordBatch:
     columns = list(zip(*rows, strict=True)) if rows else [[] for _ in PAIR_COLUMNS]
     data = {name: list(col) for name, col in zip(PAIR_COLUMNS, columns, strict=True)}
-    data["reason"] = [None] * len(rows)
-    data["n"] = [None] * len(rows)
-    return pa.RecordBatch.from_pydict(data, schema=SCHEMA)
+    return pa.RecordBatch.from_pydict(data, schema=PAIR_SCHEMA)
+
+
+def file_batches(path: str, params: ExtractParams, counts: Counter[str]
+                 ) -> Iterator[pa.RecordBatch]:
+    """The pairs of one file in batches of `BATCH_ROWS` (`PAIR_SCHEMA`); `counts` gets
+    every counter (complete once the iterator is exhausted)."""
+    lid = LanguageId(params.lid_model) if params.lid else None
+    rows: list[tuple] = []
+    for row in file_pairs(path, params, lid, counts):
+        rows.append(row)
+        if len(rows) == BATCH_ROWS:
+            yield _batch(rows)
+            rows = []
+    if rows:
+        yield _batch(rows)
+
+
+def _with_reason(batch: pa.RecordBatch) -> pa.RecordBatch:
+    nulls = pa.nulls(batch.num_rows)
+    return pa.RecordBatch.from_arrays([*batch.columns, nulls.cast(pa.string()),
+                                       nulls.cast(pa.int64())], schema=SCHEMA)
 
 
 def _count_batch(path: str, counts: Counter[str]) -> pa.RecordBatch:
@@ -141,26 +153,12 @@ def _count_batch(path: str, counts: Counter[str]) -> pa.RecordBatch:
 
 
 def extract_file(path: str, params: ExtractParams) -> Iterator[pa.RecordBatch]:
-    """Pair batches of one file, then one batch of its counters."""
-    lid = LanguageId(params.lid_model) if params.lid else None
+    """Pair batches of one file, then one batch of its counters (`SCHEMA`: pair rows have
+    a null ``reason``) — one file as a task sees it, for tests and benchmarks."""
     counts: Counter[str] = Counter({"records": 0, "candidates": 0, "pairs": 0})
-    rows: list[tuple] = []
-    for row in file_pairs(path, params, lid, counts):
-        rows.append(row)
-        if len(rows) == BATCH_ROWS:
-            yield _batch(rows)
-            rows = []
-    if rows:
-        yield _batch(rows)
+    for batch in file_batches(path, params, counts):
+        yield _with_reason(batch)
     yield _count_batch(path, counts)
-
-
-def extract_partition(batches: Iterable[pa.RecordBatch],
-                      params: ExtractParams) -> Iterator[pa.RecordBatch]:
-    """``mapInArrow`` body: input batches have a ``path`` column, one file per row."""
-    for batch in batches:
-        for path in batch.column("path").to_pylist():
-            yield from extract_file(path, params)
 
 
 @dataclass
@@ -174,20 +172,26 @@ class ExtractCounts:
     totals: Counter[str] = field(default_factory=Counter)
     pair_drops: Counter[str] = field(default_factory=Counter)
     record_drops: Counter[str] = field(default_factory=Counter)
-    bad_files: dict[str, list[str]] = field(default_factory=dict)
+    bad_files: dict[str, tuple[int, list[str]]] = field(default_factory=dict)  # files, some
+    resumed: int = 0  # files staged by an earlier (killed) run, not read again
 
     @classmethod
-    def from_rows(cls, rows: list[tuple[str, str, int]]) -> ExtractCounts:
-        """Sum (source_file, counter, n) rows."""
-        counts = cls(files=len({f for f, _, _ in rows}))
+    def from_staged(cls, counters: DataFrame) -> ExtractCounts:
+        """Sum the staged per-file counters in Spark: one row per counter name and, for
+        the file counters, how many files and the first few (never a row per file)."""
+        from pyspark.sql import functions as F
+
+        sums = counters.groupBy("counter").agg(
+            F.sum("n").alias("n"), F.count("*").alias("files"),
+            F.slice(F.sort_array(F.collect_list("source_file")), 1, 3).alias("some"))
+        counts = cls(files=counters.select("source_file").distinct().count())
         kinds = {"total": counts.totals, "pair": counts.pair_drops,
                  "record": counts.record_drops}
-        for path, name, n in rows:
-            kind = counter_kind(name)
-            if kind == "file":
-                counts.bad_files.setdefault(name, []).append(path)
+        for row in sums.collect():
+            if counter_kind(row["counter"]) == "file":
+                counts.bad_files[row["counter"]] = (row["files"], row["some"])
             else:
-                kinds[kind][name] += n
+                kinds[counter_kind(row["counter"])][row["counter"]] += row["n"]
         return counts
 
     @property
@@ -204,12 +208,13 @@ class ExtractCounts:
         for name, n in self.pair_drops.items():
             stats.drop(name, n)
         stats.extra["files"] = self.files
+        stats.extra["files_resumed"] = self.resumed
         stats.extra["records"] = dict(sorted(self.totals.items()))
         stats.extra["record_drops"] = dict(sorted(self.record_drops.items()))
-        stats.extra["bad_files"] = self.bad_files
-        for name, paths in sorted(self.bad_files.items()):
-            stats.notice(f"{len(paths)} input file(s) skipped as {name}: "
-                         + ", ".join(paths[:3]) + (" …" if len(paths) > 3 else ""))
+        stats.extra["bad_files"] = {name: n for name, (n, _) in self.bad_files.items()}
+        for name, (n, some) in sorted(self.bad_files.items()):
+            stats.notice(f"{n} input file(s) skipped as {name}: " + ", ".join(some)
+                         + (" …" if n > len(some) else "") + f" (see {FILE_COUNTS_FILE})")
         if self.totals["records_truncated"]:
             stats.notice(f"{self.totals['records_truncated']} record(s) truncated "
                          "(kept what was readable; see file_counts.parquet)")
@@ -217,7 +222,7 @@ class ExtractCounts:
     def check_readable(self) -> None:
         """`InputError` naming the files when no input file held a single record."""
         if self.totals["records"] == 0:
-            bad = [p for paths in self.bad_files.values() for p in paths]
+            bad = [p for _, some in self.bad_files.values() for p in some]
             named = f": {', '.join(bad[:5])}" if bad else ""
             raise InputError(f"no WARC/WAT record in any of the {self.files} input file(s)"
                              f"{named}")
@@ -232,16 +237,6 @@ def ship_model(spark: SparkSession, path: str | None) -> str | None:
     return lid_models.SPARK_FILE_PREFIX + Path(resolved).name
 
 
-def extract_raw(spark: SparkSession, paths: list[str], params: ExtractParams,
-                files_per_task: int = 1) -> DataFrame:
-    """Pair rows and per-file counter rows (`SCHEMA`), one task per file group."""
-    slices = max(1, -(-len(paths) // files_per_task))
-    rdd = spark.sparkContext.parallelize(paths, slices).map(lambda p: (p,))
-    files = spark.createDataFrame(rdd, spark_schema(FILES_SCHEMA))
-    body = functools.partial(extract_partition, params=params)
-    return files.mapInArrow(body, spark_schema(SCHEMA))
-
-
 def dedup_pairs(pairs: DataFrame) -> DataFrame:
     """One row per uid, chosen by `DEDUP_ORDER` (deterministic)."""
     from pyspark.sql import functions as F
@@ -252,52 +247,23 @@ def dedup_pairs(pairs: DataFrame) -> DataFrame:
         .select(*PAIR_COLUMNS)
 
 
-def split_raw(raw: DataFrame) -> tuple[DataFrame, list[tuple[str, str, int]]]:
-    """(pair rows, per-file counters as (source_file, counter, n)); runs one action."""
-    from pyspark.sql import functions as F
-
-    counters = raw.filter(F.col("reason").isNotNull()).select("source_file", "reason", "n")
-    rows = sorted((r[0], r[1], r[2]) for r in counters.collect())
-    pairs = raw.filter(F.col("reason").isNull()).select(*PAIR_COLUMNS)
-    return pairs, rows
-
-
 FILE_COUNTS_FILE = "file_counts.parquet"
 
 
-def write_file_counts(path: Path, counters: list[tuple[str, str, int]]) -> None:
-    """``file_counts.parquet``: one row per (file, counter)."""
-    files, names, ns = zip(*counters, strict=True) if counters else ((), (), ())
-    table = pa.table({"source_file": pa.array(files, pa.string()),
-                      "counter": pa.array(names, pa.string()), "n": pa.array(ns, pa.int64())})
-    pq.write_table(table, path)
-
-
-@dataclass
-class Extracted:
-    """What `extracted_pairs` hands to the next step.
-
-    `pairs` are deduplicated (lazy); `raw` is the persisted per-file output to unpersist
-    when the pairs have been consumed.
-    """
-
-    pairs: DataFrame
-    raw: DataFrame
-    counts: ExtractCounts
-
-
 def extracted_pairs(spark: SparkSession, paths: list[str], params: ExtractParams,
-                    files_per_task: int, out_dir: Path) -> Extracted:
-    """Extract `paths` and write ``file_counts.parquet`` into `out_dir`.
+                    files_per_task: int, work: Path, retries: staging.Retries
+                    ) -> tuple[DataFrame, ExtractCounts]:
+    """Extract `paths` into the staging pieces of the work dir `work` (files staged by an
+    earlier run are kept, `staging`), write ``file_counts.parquet`` there (a dataset, by
+    the executors); (the deduplicated pairs, lazy; the summed counters).
 
     Raises `InputError` when no file held a record (nothing there is a WARC).
     """
-    from pyspark import StorageLevel
-
-    raw = extract_raw(spark, paths, params, files_per_task)
-    raw = raw.persist(StorageLevel.MEMORY_AND_DISK)  # read each file only once
-    pairs, rows = split_raw(raw)
-    counts = ExtractCounts.from_rows(rows)
+    staged = staging.stage_files(spark, paths, params, work, files_per_task, retries)
+    counters = staging.staged_counts(spark, work)
+    counts = ExtractCounts.from_staged(counters)
+    counts.resumed = staged["skipped"]
     counts.check_readable()
-    write_file_counts(out_dir / FILE_COUNTS_FILE, rows)
-    return Extracted(dedup_pairs(pairs), raw, counts)
+    target = work / FILE_COUNTS_FILE
+    counters.orderBy("source_file", "counter").write.mode("overwrite").parquet(str(target))
+    return dedup_pairs(staging.staged_pairs(spark, work)), counts

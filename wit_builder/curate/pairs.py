@@ -79,7 +79,7 @@ def write_pairs(df: DataFrame, directory: Path) -> int:
     Counting the written files (Parquet footers) is cheap and counts what is really on disk.
     """
     path = str(directory / PAIRS_FILE)
-    df.sortWithinPartitions("uid").write.parquet(path)
+    df.sortWithinPartitions("uid").write.mode("overwrite").parquet(path)  # a resumed run
     return df.sparkSession.read.parquet(path).count()
 
 

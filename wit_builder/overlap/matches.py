@@ -34,6 +34,7 @@ from wit_builder import tarshards
 from wit_builder.errors import InputError
 from wit_builder.outputs import MARKER, finished, marker_or_none
 from wit_builder.overlap.methods import Method
+from wit_builder.peek import parquet_files
 from wit_builder.stats import StageStats
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ def iter_rows(path: Path, which: str = OVERLAP_FILE, columns: list[str] | None =
               batch_rows: int = 65_536) -> Iterator[dict[str, Any]]:
     """The rows of ``overlap.parquet`` (or `which`: ``near.parquet``) of a finished output,
     one batch in memory at a time (a pool can copy eval images millions of times)."""
-    for name in sorted((Path(path) / which).glob("*.parquet")):
+    for name in parquet_files(Path(path) / which):
         for batch in pq.ParquetFile(name).iter_batches(batch_size=batch_rows,
                                                        columns=columns):
             yield from batch.to_pylist()
@@ -112,8 +113,7 @@ def read_eval_sets(path: Path) -> dict[str, dict]:
 
 def input_files(path: Path) -> list[str]:
     """The files of an overlap output whose fingerprints identify it for a reader."""
-    return [*map(str, sorted((Path(path) / OVERLAP_FILE).glob("*.parquet"))),
-            str(Path(path) / MARKER)]
+    return [*map(str, parquet_files(Path(path) / OVERLAP_FILE)), str(Path(path) / MARKER)]
 
 
 def write_neighbours(work: Path, rows: DataFrame) -> None:
