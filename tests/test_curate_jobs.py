@@ -252,14 +252,27 @@ CURATE_ARGS = dict(lang=None, min_lang_score=0.0, t=3, seed=5)
 
 
 def test_curate_equals_the_three_stages(spark, entries_txt, tmp_path):
+    """`wit curate` equals extract, match and balance run as `wit pipeline` sections
+    (each wired to the previous one's output); a file with both is refused."""
+    import yaml
+
+    from wit_builder import pipeline
+    from wit_builder.errors import ConfigError
+
     cur = run_curate(CurateConfig(warc=[WARC_GLOB], entries=entries_txt,
                                   out=tmp_path / "curate", **CURATE_ARGS), spark)
-    ex = run_extract(ExtractConfig(warc=[WARC_GLOB], out=tmp_path / "e", lang=None,
-                                   min_lang_score=0.0), spark)
-    ma = match_job.run(MatchConfig(pairs=ex.out_dir, entries=entries_txt,
-                                   out=tmp_path / "m"), spark)
-    ba = run_balance(BalanceConfig(pairs=ma.out_dir, entries=entries_txt, t=3, seed=5,
-                                   out=tmp_path / "b"), spark)
+    sections = {"extract": {"warc": [WARC_GLOB], "lang": "none", "min_lang_score": 0.0},
+                "match": {"entries": str(entries_txt)},
+                "balance": {"entries": str(entries_txt), "t": 3, "seed": 5}}
+    line = tmp_path / "line.yaml"
+    line.write_text(yaml.safe_dump({"out": str(tmp_path / "line"), **sections}))
+    done = pipeline.run(line)
+    assert list(done.outs) == ["extract", "match", "balance"]
+    ba = done.results["balance"]
+    assert ba.marker["config"]["pairs"] == str(tmp_path / "line" / "match")
+    line.write_text(yaml.safe_dump({**sections, "curate": {"entries": str(entries_txt)}}))
+    with pytest.raises(ConfigError, match="either curate or extract, match, balance"):
+        pipeline.run(line)
     assert read_sorted(cur.out_dir / PAIRS_FILE).equals(
         read_sorted(ba.out_dir / PAIRS_FILE))
     assert pq.read_table(cur.out_dir / "entry_counts.parquet").equals(

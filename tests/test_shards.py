@@ -271,3 +271,44 @@ def test_shards_and_download_work_under_a_1m_driver_result_limit(tmp_path):
     assert download["drops"] == {"blocked_address": 12_000}
     assert download["shards"] == 4
     assert pq.read_table(tmp_path / "duplicates.parquet").num_rows == 30_000
+
+
+def test_phash_overlap_reuses_the_manifest_and_equals_decoding(shards, spark, tmp_path):
+    """`wit overlap --method phash` over a `wit shards` output takes each sample's pHash
+    from the manifest (no image decoded); over a plain copy of the same tars it decodes
+    them: the same neighbours with the same scores, the same matches."""
+    import shutil
+
+    import pyarrow.compute as pc
+
+    from tests.imageserver import photo
+    from wit_builder import tarshards
+    from wit_builder.overlap import overlap_job
+    from wit_builder.overlap.configs import OverlapConfig
+
+    result, _ = shards
+    (tmp_path / "eval" / "photo").mkdir(parents=True)
+    photo(PHOTOS[0]).convert("RGB").save(tmp_path / "eval" / "photo" / "0.png")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for tar in tarshards.expand(tarshards.pattern(result.out_dir)):
+        shutil.copy(tar, plain)
+    runs = {}
+    for name, pool in (("manifest", tarshards.pattern(result.out_dir)),
+                       ("decoded", f"{plain}/*.tar")):
+        runs[name] = overlap_job.run(OverlapConfig(
+            shards=pool, out=tmp_path / name, eval=[f"imagefolder:{tmp_path / 'eval'}"],
+            k=3), spark)
+    scanned = runs["decoded"].marker["stats"]["rows_in"]
+    assert runs["manifest"].marker["stats"]["phash_from_manifest"] == scanned > 0
+    assert runs["decoded"].marker["stats"]["phash_from_manifest"] == 0
+
+    def scores(name: str) -> list[tuple]:
+        table = pq.read_table(tmp_path / name / "neighbours")
+        rows = table.filter(pc.equal(table["kind"], "neighbour")).to_pylist()
+        return sorted((r["uid"], r["rank"], r["eval_index"], r["score"]) for r in rows)
+
+    assert scores("manifest") == scores("decoded") and len(scores("decoded")) == scanned
+    found = {n: sorted(r["uid"] for r in pq.read_table(tmp_path / n / "overlap.parquet")
+                       .to_pylist()) for n in runs}
+    assert found["manifest"] == found["decoded"] and found["decoded"]

@@ -1,11 +1,14 @@
 """`wit pipeline --config FILE.yaml`: every stage that has a section in the file, in order.
 
-The order is the roster's (`stages.PIPELINE`: querylist → curate → download → shards →
-overlap → train → eval → report). A stage's inputs default to the previous stages'
-outputs (`wired`, through each producer's contract functions) unless its section names
-them, and its ``out`` defaults to ``<out>/<stage>`` (the file's top-level ``out``, or
-``--out``). Each stage skips when its marker matches its config, so a rerun after a stop
-resumes at the first unfinished stage.
+The order is the roster's (`stages.PIPELINE`: querylist → extract → match → balance →
+curate → download → shards → overlap → train → eval → report). ``curate`` is extract,
+match and balance in one job, for small runs; a full-size line uses the three sections
+instead, so the extraction is a durable checkpoint (a file has one or the other). A
+stage's inputs default to the previous stages' outputs (`wired`, through each
+producer's contract functions) unless its section names them, and its ``out`` defaults
+to ``<out>/<stage>`` (the file's top-level ``out``, or ``--out``). Each stage skips
+when its marker matches its config, so a rerun after a stop resumes at the first
+unfinished stage.
 
 Only the sections present run: a file with ``download`` and ``shards`` sections only
 (naming ``download.pairs``) runs those two.
@@ -29,6 +32,7 @@ from wit_builder.overlap.matches import filtered_pattern
 
 ORDER = stages.PIPELINE
 OTHER_KEYS = {"out", "demo"}  # top-level keys that are not stage sections
+SPLIT_CURATION = ("extract", "match", "balance")  # what curate does in one job
 
 
 @dataclass
@@ -50,8 +54,10 @@ def wired(stage: str, done: Done) -> dict[str, Any]:
     o = done.outs
     shards = tarshards.pattern(o["shards"]) if "shards" in o else None
     wiring: dict[str, dict[str, Any]] = {
+        "match": {"pairs": o.get("extract"), "entries": o.get("querylist")},
+        "balance": {"pairs": o.get("match"), "entries": o.get("querylist")},
         "curate": {"entries": o.get("querylist")},
-        "download": {"pairs": o.get("curate")},
+        "download": {"pairs": o.get("balance") or o.get("curate")},
         "shards": {"images": o.get("download")},
         "overlap": {"shards": shards},
         "train": {"shards": filtered_pattern(o["overlap"]) if "overlap" in o else shards},
@@ -74,6 +80,10 @@ def read_pipeline(path: Path) -> dict[str, Any]:
         if data.get(name) is not None and not isinstance(data[name], dict):
             raise ConfigError(f"{path}: section {name!r} must be a mapping of keys, got "
                               f"{type(data[name]).__name__}")
+    split = [s for s in SPLIT_CURATION if s in data]
+    if "curate" in data and split:
+        raise ConfigError(f"{path}: curate is {', '.join(SPLIT_CURATION)} in one job; give "
+                          f"either curate or {', '.join(split)}, not both")
     if "out" in data and not isinstance(data["out"], str):
         raise ConfigError(f"{path}: out must be a directory name, got {excerpt(data['out'])}")
     return data

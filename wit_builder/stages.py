@@ -54,11 +54,11 @@ ROSTER: tuple[Stage, ...] = (
     _stage("querylist", "querylist", "QueryListConfig", "Derive the query list from a "
            "Wikipedia dump, WordNet and pageviews.", pipeline=True, spark_job=True),
     _stage("extract", "curate", "ExtractConfig", "Extract English (image URL, alt-text) "
-           "pairs from WARC/WAT files.", spark_job=True),
+           "pairs from WARC/WAT files.", pipeline=True, spark_job=True),
     _stage("match", "curate", "MatchConfig", "Keep the pairs whose text contains a query "
-           "entry (MetaCLIP rule).", spark_job=True),
+           "entry (MetaCLIP rule).", pipeline=True, spark_job=True),
     _stage("balance", "curate", "BalanceConfig", "Sub-sample matched pairs to at most ~t "
-           "per entry (MetaCLIP balancing).", spark_job=True),
+           "per entry (MetaCLIP balancing).", pipeline=True, spark_job=True),
     _stage("curate", "curate", "CurateConfig", "Extract → match → balance in one Spark "
            "job.", pipeline=True, spark_job=True),
     _stage("download", "images", "DownloadConfig", "Download the pairs' images into "

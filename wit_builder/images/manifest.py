@@ -68,6 +68,13 @@ def write_manifest(samples: DataFrame, out: Path, per_shard: int) -> None:
     manifest(samples, per_shard).write.parquet(str(out / MANIFEST_FILE))
 
 
+def shard_rows(directory: Path, shard: str, columns: list[str]) -> pa.Table:
+    """The manifest rows of one final shard (``00012.tar``) of a shards output, read with
+    a filter (the manifest is in shard order: row groups of other shards are skipped)."""
+    return pq.read_table(directory / MANIFEST_FILE, columns=columns,
+                         filters=[("shard", "==", shard)])
+
+
 def read_manifest(directory: Path, columns: list[str] | None = None) -> pa.Table:
     """``manifest.parquet`` of a shards output (the `columns` asked for)."""
     return pq.read_table(directory / MANIFEST_FILE, columns=columns)

@@ -167,7 +167,8 @@ def write_summary(tmp: Path, method: Method, counts: list[dict],
     stats.drop("eval_overlap", totals["matched"])
     stats.extra.update(method=method.name, threshold=method.threshold,
                        thresholds=method.thresholds,
-                       unreadable_pool_images=totals["unreadable"], eval_sets=sets)
+                       unreadable_pool_images=totals["unreadable"], eval_sets=sets,
+                       phash_from_manifest=totals["hashes_reused"])
     if totals["unreadable"]:
         stats.notice(f"{totals['unreadable']} pool image(s) could not be decoded (kept in "
                      "filtered/, not checked)")

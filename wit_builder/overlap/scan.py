@@ -23,13 +23,16 @@ import pyarrow.parquet as pq
 
 from wit_builder import tarshards
 from wit_builder.errors import InputError
-from wit_builder.outputs import atomic_write, piece_done
+from wit_builder.images import manifest
+from wit_builder.outputs import atomic_write, marker_or_none, piece_done
 from wit_builder.overlap.index import deserialize, to_device
 from wit_builder.overlap.matches import NEIGHBOURS_DIR, ROW_SCHEMA
-from wit_builder.overlap.methods import Embedder, Embedding
+from wit_builder.overlap.methods import Embedder, Embedding, codes
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+
+SHARDS_STAGE = "shards"  # the stage whose outputs carry a manifest with pHashes
 
 
 def pool_shards(spec: str) -> list[str]:
@@ -52,6 +55,19 @@ class Task:
     batch_size: int
     work_dir: str
     device: str = "cpu"
+    # folders of `wit shards` outputs among the pool's: with the phash method their
+    # manifest's pHash (the same function, computed when the shards were made) is used
+    # instead of decoding every image again
+    manifests: tuple[str, ...] = ()
+
+
+def manifest_folders(paths: list[str], embedding: Embedding) -> tuple[str, ...]:
+    """The pool folders whose manifest can stand in for decoding (see `Task`)."""
+    if embedding.kind != "phash":
+        return ()
+    folders = sorted({str(Path(p).parent) for p in paths})
+    return tuple(f for f in folders
+                 if (marker_or_none(Path(f)) or {}).get("stage") == SHARDS_STAGE)
 
 
 def neighbour_rows(task: Task, index: Any, vectors: np.ndarray,
@@ -76,6 +92,8 @@ def neighbour_rows(task: Task, index: Any, vectors: np.ndarray,
 def score_shard(path: str, shard: str, task: Task, embedder: Embedder, index: Any
                 ) -> list[dict[str, Any]]:
     """Neighbour rows and counters of the pool shard at `path`, called `shard`."""
+    if str(Path(path).parent) in task.manifests:
+        return score_from_manifest(path, shard, task, index)
     rows: list[dict[str, Any]] = []
     batch: list[tuple[str, str, bytes]] = []
     scanned = unreadable = 0
@@ -89,6 +107,24 @@ def score_shard(path: str, shard: str, task: Task, embedder: Embedder, index: An
             unreadable += flush(batch, task, embedder, index, shard, rows)
     unreadable += flush(batch, task, embedder, index, shard, rows)
     counts = {"scanned": scanned, "unreadable": unreadable}
+    return rows + [{"kind": "count", "shard": shard, "key": name, "n": n}
+                   for name, n in counts.items()]
+
+
+def score_from_manifest(path: str, shard: str, task: Task, index: Any
+                        ) -> list[dict[str, Any]]:
+    """`score_shard` for a shard of a `wit shards` output with the phash method: the
+    samples and their pHash from its manifest, no image decoded (every sample there
+    decoded when the shards were made)."""
+    known = manifest.shard_rows(Path(path).parent, Path(path).name, ["uid", "key", "phash"])
+    rows: list[dict[str, Any]] = []
+    for start in range(0, known.num_rows, task.batch_size):
+        part = known.slice(start, task.batch_size)
+        vectors = codes(part.column("phash").to_numpy().astype(np.int64))
+        rows += neighbour_rows(task, index, vectors, list(zip(
+            part.column("key").to_pylist(), part.column("uid").to_pylist(), strict=True)),
+            shard)
+    counts = {"scanned": known.num_rows, "unreadable": 0, "hashes_reused": known.num_rows}
     return rows + [{"kind": "count", "shard": shard, "key": name, "n": n}
                    for name, n in counts.items()]
 
