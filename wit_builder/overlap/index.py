@@ -25,7 +25,7 @@ import numpy as np
 from wit_builder import tarshards
 from wit_builder.errors import InputError
 from wit_builder.outputs import atomic_write, piece_done, write_json
-from wit_builder.overlap.evalimages import eval_images
+from wit_builder.overlap.evalimages import eval_images, set_name
 from wit_builder.overlap.methods import Embedder
 
 BITS = 64
@@ -145,20 +145,32 @@ class EvalVectors:
 def eval_vectors(specs: list[str], split: str, embedder: Embedder, batch_size: int
                  ) -> EvalVectors:
     """The vectors of the eval sets `specs` (chosen splits); `InputError` if no image of
-    them is readable."""
+    them is readable. Images are decoded a batch at a time and only their vectors kept
+    (ImageNet's 1.28M train images decoded whole would be ~700 GB; their vectors at 256
+    floats are ~1.3 GB)."""
     vectors, meta, sets = [], [], {}
     for spec in specs:
-        images = list(eval_images(spec, split))
-        good = [im for im in images if im.image is not None]
-        name = images[0].eval_set if images else spec
-        sets[name] = {"eval_images": len(images), "unreadable": len(images) - len(good)}
-        for start in range(0, len(good), batch_size):
-            chunk = good[start:start + batch_size]
-            vectors.append(embedder.images([im.image for im in chunk]))
-            meta += [(im.eval_set, im.split, im.index, im.eval_id) for im in chunk]
+        counts, chunk = {"eval_images": 0, "unreadable": 0}, []
+        for im in eval_images(spec, split):
+            counts["eval_images"] += 1
+            counts["unreadable"] += im.image is None
+            chunk += [im] if im.image is not None else []
+            if len(chunk) == batch_size:
+                embed_chunk(embedder, chunk, vectors, meta)
+        embed_chunk(embedder, chunk, vectors, meta)
+        sets[set_name(spec)] = counts
     if not meta:
         raise InputError("no readable image in the eval sets")
     return EvalVectors(np.concatenate(vectors), meta, sets)
+
+
+def embed_chunk(embedder: Embedder, chunk: list, vectors: list[np.ndarray],
+                meta: list[tuple[str, str, int, str]]) -> None:
+    """Embed a batch of decoded eval images into `vectors` and `meta` (emptied)."""
+    if chunk:
+        vectors.append(embedder.images([im.image for im in chunk]))
+        meta += [(im.eval_set, im.split, im.index, im.eval_id) for im in chunk]
+        chunk.clear()
 
 
 def pool_recall(kind: str, embedder: Embedder, index: Any, vectors: np.ndarray,

@@ -156,21 +156,34 @@ def shards_frame(spark: SparkSession, paths: list[str]) -> Any:
 def score_partition(batches: Iterable[pa.RecordBatch], task: Any) -> Iterator[pa.RecordBatch]:
     """``mapInArrow`` body: (path, shard) of pool shards in, the shards scored out; the
     scores go to files (`scores_file`)."""
-    task, embedder, index = task.value, None, None
+    task = task.value
     for batch in batches:
         done = []
         for path, shard in zip(batch.column("path").to_pylist(),
                                batch.column("shard").to_pylist(), strict=True):
             saved = scores_file(task.work_dir, shard)
             if not piece_done(saved):  # else scored by an earlier run
-                if embedder is None:  # loaded once per task, and only with work to do
-                    embedder = Embedder(task.embedding, task.device)
-                    index = to_device(deserialize(task.index, task.embedding.binary),
-                                      task.device)
+                embedder, index = worker_models(task)
                 save_rows(saved, score_shard(path, shard, task, embedder, index))
             done.append(shard)
         yield pa.RecordBatch.from_pydict({"shard": done},
                                          schema=pa.schema([("shard", pa.string())]))
+
+
+# The embedder and index of the run this Python worker last scored for: Spark reuses its
+# Python workers, so a model and an index are loaded once per worker, not once per shard
+# (40k shards at full scale), as matching keeps its automaton.
+_WORKER_MODELS: dict[tuple[str, str], tuple[Embedder, Any]] = {}
+
+
+def worker_models(task: Task) -> tuple[Embedder, Any]:
+    """(embedder, index on the task's device) for `task`, loaded once per worker."""
+    key = (task.work_dir, task.embedding.name)
+    if key not in _WORKER_MODELS:
+        _WORKER_MODELS.clear()  # another run's models: free them first
+        _WORKER_MODELS[key] = (Embedder(task.embedding, task.device), to_device(
+            deserialize(task.index, task.embedding.binary), task.device))
+    return _WORKER_MODELS[key]
 
 
 def save_rows(path: Path, rows: list[dict[str, Any]]) -> None:
