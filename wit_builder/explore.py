@@ -97,7 +97,7 @@ def overlap_matches(overlap_dir: Path | str, n: int = 1000) -> pd.DataFrame:
     path = finished(overlap_dir, "overlap")
     method = matches.recorded_method(matches.overlap_run(path))
     best = gallery.strongest(method, matches.iter_rows(path), n)
-    schema = matches.ROW_SCHEMA.select(list(matches.MATCH_COLUMNS))
+    schema = pa.schema([matches.ROW_SCHEMA.field(c) for c in matches.MATCH_COLUMNS])
     return pa.Table.from_pylist(best, schema=schema).to_pandas()
 
 
