@@ -1,7 +1,7 @@
 """Stage-5 benchmarks, each a ratio against a baseline measured in the same run, plus the
 calibration table of the README.
 
-    python benchmarks/overlap.py [--only knn,embed,calibrate] [--json out.json]
+    python benchmarks/overlap.py [--only knn,embed,decode,calibrate] [--json out.json]
 
 knn
     Input: `--index-size` random unit vectors of 256 dimensions (the detector's size) as
@@ -15,6 +15,14 @@ embed
     decode, the same resize/normalize, the same TorchScript ResNet-18 at 224 px, batches
     of 32). Measured: `methods.Embedder.encoded` for ``detector:DIR``. Figures: images/s
     per core (torch threads = cores).
+
+decode
+    Input: the same real photos as 256-px JPEGs. Baseline: `methods.Embedder.encoded`
+    with one decode thread (a task before decode threads). Measured: the same with one
+    decode thread per core (`--decode-threads`), for ``phash`` (decode + hash is all the
+    work) and ``detector:DIR`` (decode + transform, then the model). Figures: images/s
+    per core and the ratio; on a GPU the point is that the GPU is not left waiting on one
+    decoding core, which a CPU-only box cannot show.
 
 calibrate
     `wit overlap calibrate` for pHash and for a copy detector trained here on the CPU
@@ -138,6 +146,35 @@ def bench_embed(rounds: int) -> dict[str, float]:
             "ours_per_s_core": len(blobs) / mine / cores, "ratio": bare / mine}
 
 
+def bench_decode(rounds: int) -> dict[str, dict]:
+    import os
+
+    from wit_builder.overlap.methods import Embedder, parse_method
+
+    blobs = photo_jpegs() * rounds * 4
+    cores = os.cpu_count() or 1
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        export_detector(Path(tmp), 224)
+        for spec in ("phash", f"detector:{tmp}"):
+            method = parse_method(spec)
+            one, many = Embedder(method, "cpu", 1), Embedder(method, "cpu", cores)
+
+            def run(embedder: Embedder) -> None:
+                for s in range(0, len(blobs), 64):
+                    embedder.encoded(blobs[s:s + 64])
+
+            run(one)  # warm up both before timing
+            run(many)
+            single, threaded = best_of(3, lambda e=one: run(e)), best_of(3, lambda e=many: run(e))
+            results[spec.split(":")[0]] = {
+                "images": len(blobs), "threads": cores,
+                "one_thread_per_s_core": len(blobs) / single / cores,
+                "threads_per_s_core": len(blobs) / threaded / cores,
+                "ratio": single / threaded}
+    return results
+
+
 def calibration_pool(root: Path) -> str:
     """Digits train split and the photos as 128-px JPEG samples in one shard."""
     from tests.builders import write_shard
@@ -182,7 +219,7 @@ def bench_calibrate(steps: int) -> dict[str, dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", default="knn,embed,calibrate")
+    parser.add_argument("--only", default="knn,embed,decode,calibrate")
     parser.add_argument("--index-size", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=2_000)
     parser.add_argument("--rounds", type=int, default=4)
@@ -191,6 +228,7 @@ def main() -> None:
     args = parser.parse_args()
     runs = {"knn": lambda: bench_knn(args.index_size, args.queries),
             "embed": lambda: bench_embed(args.rounds),
+            "decode": lambda: bench_decode(args.rounds),
             "calibrate": lambda: bench_calibrate(args.steps)}
     results = {}
     for name in args.only.split(","):

@@ -23,6 +23,11 @@ shards
     32-px images (crops of scikit-image's photos with noise; every tenth a copy of the
     next), downloaded from the loopback server first (not timed). Rungs: 10^3, 10^4,
     10^5 images.
+extract
+    `wit extract` (Spark local, all cores, LID on) over copies of the demo's WARC files
+    (`demo.web`: 143 pages, 1,429 real captions; each copy its own file): every file
+    staged in the work dir, counters summed in Spark, pairs deduplicated. Rungs: 1, 10,
+    100 copies; rows are candidate pairs.
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 RUNGS = {"download": (1_000, 10_000, 100_000), "dedup": (10_000, 100_000, 1_000_000),
-         "shards": (1_000, 10_000, 100_000)}
+         "shards": (1_000, 10_000, 100_000), "extract": (1, 10, 100)}
 DEDUP_SCRIPT = """
 import sys, numpy as np
 from wit_builder.spark import get_spark
@@ -193,6 +198,24 @@ def shards_rung(n: int, root: Path, url: str, env: dict[str, str]) -> dict[str, 
                     str(root / "images"), "--out", str(root / "out")], env)
 
 
+def extract_rung(copies: int, root: Path, env: dict[str, str]) -> dict[str, float]:
+    """`copies` copies of the demo WARC set (not timed), then time `wit extract`; the
+    candidate pairs it read go into the result as ``rows``."""
+    import shutil
+
+    from wit_builder.demo.web import web_images, write_warcs
+
+    source = write_warcs(root / "source", "http://127.0.0.1:9", web_images())
+    (root / "warcs").mkdir()
+    for c in range(copies):
+        for path in source:
+            shutil.copy(path, root / "warcs" / f"{c:04d}-{path.name}")
+    got = measure([sys.executable, "-m", "wit_builder.cli", "extract", "--warc",
+                   str(root / "warcs" / "*.warc.gz"), "--out", str(root / "out")], env)
+    stats = json.loads((root / "out" / "stats.json").read_text())
+    return {**got, "rows": stats["rows_in"]}
+
+
 def photo_png() -> bytes:
     from PIL import Image
     from skimage import data
@@ -215,9 +238,11 @@ def ladder(stage: str, env: dict[str, str]) -> list[dict[str, float]]:
                     got = download_rung(n, Path(tmp), url, env)
                 elif stage == "shards":
                     got = shards_rung(n, Path(tmp), url, env)
+                elif stage == "extract":
+                    got = extract_rung(n, Path(tmp), env)
                 else:
                     got = dedup_rung(n, Path(tmp), env)
-            rows = n + n // 10 if stage == "dedup" else n
+            rows = got.pop("rows", n + n // 10 if stage == "dedup" else n)
             results.append({"rows": rows, **got,
                             "rows_per_s_per_core": round(rows / got["seconds"] / cores, 1)})
             print(stage, results[-1], flush=True)
@@ -243,7 +268,7 @@ def verdict(rungs: list[dict[str, float]]) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", default="download,dedup,shards")
+    parser.add_argument("--only", default="download,dedup,shards,extract")
     parser.add_argument("--rungs", help="override the rungs of --only's stages, e.g. "
                         "1000,10000")
     parser.add_argument("--json", type=Path)

@@ -367,3 +367,24 @@ def test_a_killed_run_resumes_at_the_unfinished_shards(pool, phash_run, tmp_path
     blocked = subprocess.run([sys.executable, "-c", "import torch"], env=env,
                              capture_output=True, text=True)
     assert "torch is blocked" in blocked.stderr
+
+
+def test_decode_threads_give_the_same_vectors_in_the_same_order():
+    """An embedder decoding on 3 threads returns what one thread returns, for pHash and
+    for a model method (a TorchScript descriptor), broken images included."""
+    import tempfile
+
+    from wit_builder.overlap.methods import Embedder, parse_method
+
+    photos = [jpeg(photo(name), 96) for name in PHOTOS]
+    blobs = [*photos[:3], b"\xff\xd8 broken", *photos[3:]]
+    net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten())
+    traced = torch.jit.trace(net.eval(), torch.zeros(1, 3, 32, 32))
+    with tempfile.TemporaryDirectory() as tmp:
+        traced.save(f"{tmp}/net.pt")
+        for spec in ("phash", f"torchscript:{tmp}/net.pt"):
+            method = parse_method(spec, input_size=32)
+            one, ok_one = Embedder(method, "cpu", 1).encoded(blobs)
+            many, ok_many = Embedder(method, "cpu", 3).encoded(blobs)
+            assert ok_one == ok_many and 3 not in ok_one
+            assert np.array_equal(one, many), spec

@@ -25,7 +25,7 @@ class OverlapConfig(SparkStageConfig):
     """Parameters of `wit overlap`."""
 
     RUNTIME_FIELDS: ClassVar[frozenset[str]] = SparkStageConfig.RUNTIME_FIELDS | {
-        "batch_size", "device"}
+        "batch_size", "device", "decode_threads"}
     # Fields that only decide which scored neighbours are copies: changing them reuses the
     # scores of a finished output (nothing is embedded again).
     DECISION_FIELDS: ClassVar[frozenset[str]] = frozenset({"threshold", "thresholds", "near"})
@@ -63,6 +63,9 @@ class OverlapConfig(SparkStageConfig):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where images are "
                                                    "embedded and searched (auto: CUDA "
                                                    "when present)")
+    decode_threads: int | None = Field(None, ge=1, description="threads decoding pool "
+                                       "images in a task; default: 1 on CPU (each task "
+                                       "owns a core), 8 on CUDA (keep the GPU fed)")
 
     @field_validator("eval", mode="before")
     @classmethod

@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -219,8 +220,12 @@ class Embedder:
     """Vectors of images for a method (its `Embedding`, or a `Method`, which has the same
     fields): uint8[8] pHash codes or normalized float32."""
 
-    def __init__(self, method: Embedding | Method, device: str = "cpu") -> None:
+    def __init__(self, method: Embedding | Method, device: str = "cpu",
+                 threads: int = 1) -> None:
         self.method, self.device = method, device
+        # decoding (and pHashing) a batch in threads: Pillow and the transforms release
+        # the GIL, so a GPU task is not held up by one decoding core
+        self.pool = ThreadPoolExecutor(threads) if threads > 1 else None
         self.encode: Callable[[list[Image.Image]], np.ndarray] = phash_codes
         if method.kind == "clip":
             self.encode = self._clip_encoder()
@@ -254,12 +259,16 @@ class Embedder:
         import torch
 
         with torch.no_grad():
-            batch = torch.stack([transform(im.convert("RGB")) for im in images])
+            batch = torch.stack(self.each(lambda im: transform(im.convert("RGB")), images))
             out = forward(batch.to(self.device))
         if out.ndim != 2:
             raise InputError(f"method {self.method.name}: the model returned a tensor of "
                              f"shape {tuple(out.shape)}, not one vector per image")
         return np.ascontiguousarray(out.float().cpu().numpy())
+
+    def each(self, fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+        """`fn` over `items`, in order, on the decode threads when there are several."""
+        return list(self.pool.map(fn, items)) if self.pool else [fn(x) for x in items]
 
     def images(self, images: list[Image.Image]) -> np.ndarray:
         """Vectors of decoded images."""
@@ -268,10 +277,10 @@ class Embedder:
     def encoded(self, blobs: list[bytes]) -> tuple[np.ndarray, list[int]]:
         """Vectors of encoded images and the indices of those that decoded."""
         if self.method.kind == "phash":  # hashes JPEGs at a reduced decode scale
-            hashed = [(i, phash64(b)) for i, b in enumerate(blobs)]
+            hashed = enumerate(self.each(phash64, blobs))
             ok = [(i, h[0]) for i, h in hashed if h is not None]
             return codes(np.array([h for _, h in ok], dtype=np.int64)), [i for i, _ in ok]
-        decoded = [(i, im) for i, b in enumerate(blobs) if (im := decode(b)) is not None]
+        decoded = [(i, im) for i, im in enumerate(self.each(decode, blobs)) if im is not None]
         vectors = self.images([im for _, im in decoded]) if decoded else np.zeros((0, 1))
         return vectors, [i for i, _ in decoded]
 

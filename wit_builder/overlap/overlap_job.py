@@ -63,9 +63,10 @@ def build(work: Path, cfg: OverlapConfig, paths: list[str], method: Method,
     matches.check_thresholds(cfg.thresholds, sets)
     for sub in (matches.FILTERED_DIR, matches.NEIGHBOURS_DIR):
         (work / sub).mkdir(exist_ok=True)
+    threads = cfg.decode_threads or (8 if device == "cuda" else 1)
     scan.run_scoring(spark, paths, scan.Task(
         blob, meta, method.embedding, cfg.k, cfg.batch_size, str(work), device,
-        scan.manifest_folders(paths, method.embedding)))
+        scan.manifest_folders(paths, method.embedding), threads))
     rows = decide.run_decide(spark, paths, decide.Task(method.rule, str(work)))
     matches.write_neighbours(work, rows)
     counts = matches.shard_counts(rows)

@@ -59,6 +59,7 @@ class Task:
     # manifest's pHash (the same function, computed when the shards were made) is used
     # instead of decoding every image again
     manifests: tuple[str, ...] = ()
+    decode_threads: int = 1
 
 
 def manifest_folders(paths: list[str], embedding: Embedding) -> tuple[str, ...]:
@@ -181,8 +182,9 @@ def worker_models(task: Task) -> tuple[Embedder, Any]:
     key = (task.work_dir, task.embedding.name)
     if key not in _WORKER_MODELS:
         _WORKER_MODELS.clear()  # another run's models: free them first
-        _WORKER_MODELS[key] = (Embedder(task.embedding, task.device), to_device(
-            deserialize(task.index, task.embedding.binary), task.device))
+        _WORKER_MODELS[key] = (
+            Embedder(task.embedding, task.device, task.decode_threads),
+            to_device(deserialize(task.index, task.embedding.binary), task.device))
     return _WORKER_MODELS[key]
 
 
