@@ -28,6 +28,10 @@ extract
     (`demo.web`: 143 pages, 1,429 real captions; each copy its own file): every file
     staged in the work dir, counters summed in Spark, pairs deduplicated. Rungs: 1, 10,
     100 copies; rows are candidate pairs.
+overlap
+    `wit overlap` (Spark local, all cores, the default pHash method against the digits
+    test split) over pool shards of distinct real 32-px JPEGs (`distinct_png`'s crops),
+    5,000 a shard, written first (not timed). Rungs: 10^3, 10^4, 10^5 images.
 """
 
 from __future__ import annotations
@@ -52,7 +56,8 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 RUNGS = {"download": (1_000, 10_000, 100_000), "dedup": (10_000, 100_000, 1_000_000),
-         "shards": (1_000, 10_000, 100_000), "extract": (1, 10, 100)}
+         "shards": (1_000, 10_000, 100_000), "extract": (1, 10, 100),
+         "overlap": (1_000, 10_000, 100_000)}
 DEDUP_SCRIPT = """
 import sys, numpy as np
 from wit_builder.spark import get_spark
@@ -216,6 +221,24 @@ def extract_rung(copies: int, root: Path, env: dict[str, str]) -> dict[str, floa
     return {**got, "rows": stats["rows_in"]}
 
 
+def overlap_rung(n: int, root: Path, env: dict[str, str]) -> dict[str, float]:
+    """Pool shards of n distinct JPEGs (not timed), then time `wit overlap` over them."""
+    from PIL import Image
+
+    from wit_builder import tarshards
+
+    (root / "pool").mkdir()
+    for shard, start in enumerate(range(0, n, 5000)):
+        members = []
+        for i in range(start, min(n, start + 5000)):
+            out = io.BytesIO()
+            Image.open(io.BytesIO(distinct_png(i))).convert("RGB").save(out, format="JPEG")
+            members += [(f"{i:09d}.jpg", out.getvalue()), (f"{i:09d}.txt", b"a caption")]
+        tarshards.write_tar(root / "pool" / tarshards.shard_name(shard), members)
+    return measure([sys.executable, "-m", "wit_builder.cli", "overlap", "--shards",
+                    str(root / "pool" / "*.tar"), "--out", str(root / "out")], env)
+
+
 def photo_png() -> bytes:
     from PIL import Image
     from skimage import data
@@ -240,6 +263,8 @@ def ladder(stage: str, env: dict[str, str]) -> list[dict[str, float]]:
                     got = shards_rung(n, Path(tmp), url, env)
                 elif stage == "extract":
                     got = extract_rung(n, Path(tmp), env)
+                elif stage == "overlap":
+                    got = overlap_rung(n, Path(tmp), env)
                 else:
                     got = dedup_rung(n, Path(tmp), env)
             rows = got.pop("rows", n + n // 10 if stage == "dedup" else n)
@@ -268,7 +293,7 @@ def verdict(rungs: list[dict[str, float]]) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", default="download,dedup,shards,extract")
+    parser.add_argument("--only", default="download,dedup,shards,extract,overlap")
     parser.add_argument("--rungs", help="override the rungs of --only's stages, e.g. "
                         "1000,10000")
     parser.add_argument("--json", type=Path)
