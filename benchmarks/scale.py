@@ -287,7 +287,7 @@ def verdict(rungs: list[dict[str, float]]) -> dict[str, float]:
                       1) for a, b in itertools.pairwise(rungs)]
     return {"rate_spread": round(max(rates) / min(rates), 2),
             "marginal_rows_per_s_per_core": marginal,
-            "marginal_spread": round(max(marginal) / min(marginal), 2),
+            "marginal_spread": round(max(marginal) / min(marginal), 2) if marginal else None,
             "driver_py_growth_mb": round(rungs[-1]["driver_py_mb"] - rungs[0]["driver_py_mb"], 1)}
 
 
