@@ -40,7 +40,7 @@ extract
     cache would hide), about `--extract-mb` MB of WARC; and the WAT of the same pages in
     Common Crawl's layout (`tests/warcs.py`). Peers: cc2dataset 1.5.0's
     ``process_wat(path, "image")`` on the WAT; a bare fastwarc + selectolax loop (non-empty
-    alt, urljoin) on the WARC, which yields the same pairs. Measured: `extract_file` (what
+    alt, urljoin) on the WARC, which yields the same pairs. Measured: `file_batches` (what
     one Spark task runs: parse, resolve, clean, uid, Arrow) with alt texts only as the
     peers, (a) with language ID keeping English (LID runs on every text) and (b) with
     ``lid=false``, as the peers do no LID; plus the LID floor (one fastText prediction per
@@ -400,11 +400,11 @@ def cc2dataset_pairs(path: Path) -> list[tuple[str, str]]:
 
 
 def our_pairs(path: Path, params: object) -> list[tuple[str, str]]:
-    """(url, text) of `extract_file` (what one Spark task runs) on one file."""
-    from wit_builder.curate.extract import extract_file
+    """(url, text) of `file_batches` (what one Spark task runs) on one file."""
+    from wit_builder.curate.extract import file_batches, new_counts
 
-    batches = list(extract_file(str(path), params))
-    return [(u, t) for b in batches[:-1] for u, t in zip(
+    batches = list(file_batches(str(path), params, new_counts()))
+    return [(u, t) for b in batches for u, t in zip(
         b.column("url").to_pylist(), b.column("text").to_pylist(), strict=True)]
 
 
@@ -468,8 +468,8 @@ def bench_extract(target_mb: float) -> dict[str, float]:
         t_wat, t_wat_no_lid = times["wat"], times["wat_no_lid"]
         t_warc, t_warc_no_lid = times["warc"], times["warc_no_lid"]
         rss = peak_rss_mib("from wit_builder.curate.extract import ExtractParams, "
-                           "extract_file\nparams = ExtractParams(attrs=('alt',))\n"
-                           f"for _ in extract_file({str(warc)!r}, params): pass")
+                           "file_batches, new_counts\nparams = ExtractParams(attrs=('alt',))\n"
+                           f"for _ in file_batches({str(warc)!r}, params, new_counts()): pass")
         sizes = {"warc_mb": round(warc.stat().st_size / 1e6, 1),
                  "wat_mb": round(wat.stat().st_size / 1e6, 1)}
     # ours turn control characters into spaces and collapse whitespace; theirs keep the

@@ -17,7 +17,7 @@ from selectolax.lexbor import LexborHTMLParser
 from tests import warcs
 from tests.builders import FIXTURES
 from wit_builder.curate import html, records
-from wit_builder.curate.extract import ExtractParams, counter_kind, extract_file
+from wit_builder.curate.extract import ExtractParams, counter_kind, file_batches, new_counts
 from wit_builder.curate.hygiene import Drop, clean_text, page_base, pair_uid, resolve_url
 from wit_builder.curate.lid import LanguageId
 
@@ -25,10 +25,9 @@ ALL_LANGS = ExtractParams(lang=None, min_lang_score=0.0)
 
 
 def run_file(path: Path, params: ExtractParams = ALL_LANGS) -> tuple[list[dict], Counter]:
-    batches = list(extract_file(str(path), params))
-    counts = batches[-1].to_pydict()
-    rows = [r for b in batches[:-1] for r in b.to_pylist()]
-    return rows, Counter(dict(zip(counts["reason"], counts["n"], strict=True)))
+    counts = new_counts()
+    rows = [r for b in file_batches(str(path), params, counts) for r in b.to_pylist()]
+    return rows, counts
 
 
 def assert_accounted(counts: Counter) -> None:

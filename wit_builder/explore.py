@@ -12,7 +12,6 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from wit_builder import outputs, peek
 from wit_builder.curate.balance import ENTRY_COUNTS_FILE, read_entry_counts
@@ -80,7 +79,7 @@ def sample_pairs(curate_dir: Path | str, n: int = 10, seed: int = 0) -> pd.DataF
     """`n` pairs (text, url, matched entries) sampled with a fixed seed, reading only
     the row groups that hold them."""
     path = pairs_dataset(Path(curate_dir))
-    names = pq.read_schema(peek.parquet_files(path)[0]).names
+    names = peek.schema(path).names
     columns = [c for c in ("text", "url", "entry_ids", "keep_prob") if c in names]
     return peek.sample(path, columns, n, seed).to_pandas()
 

@@ -19,12 +19,19 @@ def head(path: Path, columns: list[str], rows: int) -> tuple[pa.Table, int]:
     the count from the files' footers, the rows from the first row group(s), so a
     preview of billions of rows reads a few megabytes."""
     files = parquet_files(path)
-    if not files:
-        raise ValueError(f"no Parquet file in {path}")
     batches = list(first_batches(files, columns, rows))
     first = (pa.Table.from_batches(batches) if batches else
-             pq.read_schema(files[0]).empty_table().select(columns))
+             schema(path).empty_table().select(columns))
     return first, sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+
+
+def schema(path: Path) -> pa.Schema:
+    """The schema of a Parquet file or dataset (its first file's footer); `ValueError`
+    if it holds no data file."""
+    files = parquet_files(path)
+    if not files:
+        raise ValueError(f"no Parquet file in {path}")
+    return pq.read_schema(files[0])
 
 
 def parquet_files(path: Path) -> list[Path]:
@@ -69,5 +76,4 @@ def sample(path: Path, columns: list[str], rows: int, seed: int) -> pa.Table:
         name, index, _ = groups[g]
         table = pq.ParquetFile(name).read_row_group(index, columns=columns)
         parts.append(table.take(pa.array(offsets)))
-    return pa.concat_tables(parts) if parts else pq.read_schema(
-        parquet_files(path)[0]).empty_table().select(columns)
+    return pa.concat_tables(parts) if parts else schema(path).empty_table().select(columns)

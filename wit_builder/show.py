@@ -51,9 +51,7 @@ IMAGE_TABLES = ((FAILURES_FILE, ("reason", "http_status", "url", "error_message"
 
 def pairs_table(path: Path, rows: int) -> Table:
     """The first `rows` pairs of a ``pairs.parquet`` dataset (the columns it has)."""
-    files = peek.parquet_files(path)
-    names = pq.read_schema(files[0]).names if files else []
-    columns = [c for c in PAIR_PREVIEW if c in names]
+    columns = [c for c in PAIR_PREVIEW if c in peek.schema(path).names]
     first, total = peek.head(path, columns, rows)
     view = Table(title=f"{safe(path)} ({total:,} pairs)")
     for col in columns:

@@ -35,7 +35,6 @@ from wit_builder.stats import StageStats
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-SCHEMA = pa.schema([*PAIR_SCHEMA, ("reason", pa.string()), ("n", pa.int64())])
 # Counter names that are totals rather than drops.
 TOTALS = ("records", "records_truncated", "html_pages", "wat_pages", "candidates", "pairs")
 # Counters about a whole input file.
@@ -122,10 +121,16 @@ def _batch(rows: list[tuple]) -> pa.RecordBatch:
     return pa.RecordBatch.from_pydict(data, schema=PAIR_SCHEMA)
 
 
+def new_counts() -> Counter[str]:
+    """A file's counters before it is read (the totals every file reports, even 0)."""
+    return Counter({"records": 0, "candidates": 0, "pairs": 0})
+
+
 def file_batches(path: str, params: ExtractParams, counts: Counter[str]
                  ) -> Iterator[pa.RecordBatch]:
-    """The pairs of one file in batches of `BATCH_ROWS` (`PAIR_SCHEMA`); `counts` gets
-    every counter (complete once the iterator is exhausted)."""
+    """The pairs of one file in batches of `BATCH_ROWS` (`PAIR_SCHEMA`): what a task
+    runs on one file (`staging`); `counts` (from `new_counts`) gets every counter,
+    complete once the iterator is exhausted."""
     lid = LanguageId(params.lid_model) if params.lid else None
     rows: list[tuple] = []
     for row in file_pairs(path, params, lid, counts):
@@ -135,30 +140,6 @@ def file_batches(path: str, params: ExtractParams, counts: Counter[str]
             rows = []
     if rows:
         yield _batch(rows)
-
-
-def _with_reason(batch: pa.RecordBatch) -> pa.RecordBatch:
-    nulls = pa.nulls(batch.num_rows)
-    return pa.RecordBatch.from_arrays([*batch.columns, nulls.cast(pa.string()),
-                                       nulls.cast(pa.int64())], schema=SCHEMA)
-
-
-def _count_batch(path: str, counts: Counter[str]) -> pa.RecordBatch:
-    names = sorted(counts)
-    data = {name: [None] * len(names) for name in PAIR_COLUMNS}
-    data["source_file"] = [path] * len(names)
-    data["reason"] = names
-    data["n"] = [counts[n] for n in names]
-    return pa.RecordBatch.from_pydict(data, schema=SCHEMA)
-
-
-def extract_file(path: str, params: ExtractParams) -> Iterator[pa.RecordBatch]:
-    """Pair batches of one file, then one batch of its counters (`SCHEMA`: pair rows have
-    a null ``reason``) — one file as a task sees it, for tests and benchmarks."""
-    counts: Counter[str] = Counter({"records": 0, "candidates": 0, "pairs": 0})
-    for batch in file_batches(path, params, counts):
-        yield _with_reason(batch)
-    yield _count_batch(path, counts)
 
 
 @dataclass

@@ -108,12 +108,12 @@ def write_counts(path: str, work: Path, counts: Counter[str], detail: str | None
 def stage_file(path: str, params: ExtractParams, work: Path, retries: Retries) -> str:
     """Extract one file into its pieces unless they are there (see module docstring);
     "done", "skipped" or "unreadable"."""
-    from wit_builder.curate.extract import file_batches
+    from wit_builder.curate.extract import file_batches, new_counts
 
     if piece_done(work / STAGING_DIR / COUNTS_DIR / piece_name(path)):
         return "skipped"
     for attempt in range(1, retries.attempts + 1):
-        counts: Counter[str] = Counter({"records": 0, "candidates": 0, "pairs": 0})
+        counts = new_counts()
         try:
             write_pieces(path, work, file_batches(path, params, counts), counts)
             return "done"

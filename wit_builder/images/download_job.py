@@ -12,8 +12,6 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pyarrow as pa
-
 from wit_builder.curate.pairs import pairs_dataset, pairs_input_fingerprint, read_pairs
 from wit_builder.errors import ConfigError
 from wit_builder.images import failures, fetch, plan, retry
@@ -32,13 +30,6 @@ NEEDS = ("uid", "url", "text")
 log = logging.getLogger(__name__)
 
 
-def download(work: Path, cfg: DownloadConfig, shards: dict[int, pa.Table],
-             spark: SparkSession | None) -> pa.Table:
-    """Download the `shards` not finished in `work`; their failures (every row checked)."""
-    fetch.download_missing(work, shards, fetch.settings_for(cfg, work), spark, cfg.processes)
-    return failures.checked_failures(work, shards)
-
-
 def build(work: Path, cfg: DownloadConfig, spark: SparkSession | None) -> StageStats:
     """Download every shard not yet finished in `work`, then account for every row: in
     Spark tasks (`plan`), or for the local process pool from the driver."""
@@ -47,7 +38,7 @@ def build(work: Path, cfg: DownloadConfig, spark: SparkSession | None) -> StageS
     pairs = read_pairs(cfg.pairs)
     usable, dropped = failures.usable_pairs(pairs)
     shards = fetch.plan_shards(usable, cfg.samples_per_shard)
-    failed = download(work, cfg, shards, spark)
+    failed = failures.fetched_failures(work, cfg, shards)
     failures.write_failures(work, failed)
     return failures.stats_of(pairs.num_rows, failures.reason_counts(failed), len(shards),
                              dropped)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import shutil
 import urllib.parse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -23,6 +24,9 @@ from wit_builder.errors import InputError
 from wit_builder.images import fetch
 from wit_builder.images.outcomes import TRANSIENT, classify_arrays
 from wit_builder.stats import StageStats
+
+if TYPE_CHECKING:
+    from wit_builder.images.configs import DownloadConfig
 
 STAGE = "download"
 FAILURES_FILE = "failures"  # a dataset folder
@@ -41,6 +45,14 @@ def failures_table(outcomes: pa.Table) -> pa.Table:
     return pa.table({"uid": rows["uid"].cast(pa.string()), "url": rows["url"].cast(pa.string()),
                      "reason": reason, "http_status": http_status, "error_message": error},
                     schema=FAILURE_SCHEMA)
+
+
+def fetched_failures(work: Path, cfg: DownloadConfig, shards: dict[int, pa.Table]
+                     ) -> pa.Table:
+    """Download the `shards` not finished in `work` on the local process pool
+    (`fetch.download_missing`); their failures, every row checked."""
+    fetch.download_missing(work, shards, fetch.settings_for(cfg, work), cfg.processes)
+    return checked_failures(work, shards)
 
 
 def checked_failures(work: Path, shards: dict[int, pa.Table]) -> pa.Table:

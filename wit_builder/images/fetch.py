@@ -9,7 +9,9 @@ with its status and error) and, last, ``NNNNN_stats.json``. That file is the sha
 completion mark: on a rerun shards that have it are kept, the others are redone from
 scratch (their partial files removed first), so no truncated tar and no sample twice.
 
-Tasks run on Spark (one partition per shard) or on a local process pool.
+The shard task is shared: `plan` runs it in Spark tasks, the shards planned there;
+`download_missing` runs it on a local process pool (the `multiprocessing` distributor),
+the shards planned on the driver (`plan_shards`, `write_inputs`).
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ from wit_builder.outputs import piece_done
 from wit_builder.spark import SHOW_LOGS_ENV, send_output_to, spark_log_file
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
 
     from wit_builder.images.configs import DownloadConfig
 
@@ -162,8 +163,14 @@ def fetch_shards(shards: Iterable[tuple[int, str]], settings: FetchSettings
     """Download each (shard id, input file) in this process: (shard id, finished)."""
     downloader = downloader_in_task(settings)
     for shard_id, path in shards:
-        clear_partial(Path(settings.output_folder), shard_id)
-        yield shard_id, fetch_within(downloader, (shard_id, path), settings.shard_deadline)
+        yield shard_id, fetch_shard(downloader, shard_id, path, settings)
+
+
+def fetch_shard(downloader: Any, shard_id: int, path: str, settings: FetchSettings) -> bool:
+    """Download one shard from its input file `path`, what a killed task left of it
+    removed first, under the shard watchdog; whether it finished."""
+    clear_partial(Path(settings.output_folder), shard_id)
+    return fetch_within(downloader, (shard_id, path), settings.shard_deadline)
 
 
 def fetch_within(downloader: Any, shard: tuple[int, str], seconds: float | None) -> bool:
@@ -179,13 +186,6 @@ def fetch_within(downloader: Any, shard: tuple[int, str], seconds: float | None)
         netguard.expire_all(f"timed out: the shard's deadline of {seconds:g} s passed")
         worker.join(SHARD_GRACE)
     return bool(result and result[0])
-
-
-def run_on_spark(spark: SparkSession, shards: list[tuple[int, str]],
-                 settings: FetchSettings) -> list[tuple[int, bool]]:
-    """One Spark task per shard."""
-    rdd = spark.sparkContext.parallelize(shards, max(1, len(shards)))
-    return rdd.mapPartitions(lambda part: fetch_shards(part, settings)).collect()
 
 
 def quiet_worker(log: str | None) -> None:
@@ -273,19 +273,6 @@ def shard_files(work: Path, shard_id: int) -> list[Path]:
     return [work / f"{name}.tar", work / f"{name}.parquet", work / f"{name}_stats.json"]
 
 
-def run_tasks(todo: list[tuple[int, str]], settings: FetchSettings,
-              spark: SparkSession | None, processes: int) -> None:
-    """Download the shards still to do, on Spark or (without a session) on `processes`;
-    `Incomplete` if a shard task failed as a whole (the rest is kept)."""
-    if not todo:
-        return
-    if spark is None:
-        results = run_on_processes(todo, settings, processes)
-    else:
-        results = run_on_spark(spark, todo, settings)
-    check_results(results, settings)
-
-
 def check_results(results: list[tuple[int, bool]], settings: FetchSettings) -> None:
     """`OSError` (no space) or `Incomplete` if a shard task failed as a whole."""
     failed = sorted(shard for shard, ok in results if not ok)
@@ -299,9 +286,10 @@ def check_results(results: list[tuple[int, bool]], settings: FetchSettings) -> N
 
 
 def download_missing(work: Path, shards: dict[int, pa.Table], settings: FetchSettings,
-                     spark: SparkSession | None, processes: int) -> None:
-    """Download the `shards` that `work` does not hold finished yet (`settings` with
-    ``columns`` still empty: they come from the planned shards)."""
+                     processes: int) -> None:
+    """Download on a local pool of `processes` the `shards` that `work` does not hold
+    finished yet (`settings` with ``columns`` still empty: they come from the planned
+    shards); `Incomplete` if a shard task failed as a whole (the rest is kept)."""
     from dataclasses import replace
 
     done = done_shards(work)
@@ -312,7 +300,8 @@ def download_missing(work: Path, shards: dict[int, pa.Table], settings: FetchSet
     total = sum(t.num_rows for t in shards.values())
     already = sum(shards[i].num_rows for i in done if i in shards)
     with ProgressWatch(work, total, already):
-        run_tasks(todo, settings, spark, processes)
+        if todo:
+            check_results(run_on_processes(todo, settings, processes), settings)
     shutil.rmtree(work / INPUTS_DIR, ignore_errors=True)  # tasks delete their own
 
 

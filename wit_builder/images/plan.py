@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from wit_builder import tarshards
@@ -99,9 +98,7 @@ def shard_task(part: Iterable[tuple[int, Iterable]], settings: fetch.FetchSettin
         if not piece_done(work / f"{name}_stats.json"):
             path = write_input(work, name, ordered, schema)
             downloader = downloader or fetch.downloader_in_task(settings)
-            fetch.clear_partial(work, shard_id)
-            ok = fetch.fetch_within(downloader, (shard_id, str(path)),
-                                    settings.shard_deadline)
+            ok = fetch.fetch_shard(downloader, shard_id, str(path), settings)
             path.unlink(missing_ok=True)
         yield {"shard": shard_id, "ok": bool(ok), **account(work, name, len(ordered), ok)}
 
@@ -125,13 +122,14 @@ def account(work: Path, name: str, rows_in: int, ok: bool) -> dict[str, Any]:
     saved = work / failures.FAILURES_FILE / f"{name}.parquet"
     outcomes = pq.read_table(work / f"{name}.parquet", columns=["uid", "url", "status",
                                                                  "error_message"])
-    if not piece_done(saved):
+    if piece_done(saved):  # accounted by an earlier run
+        table = pq.read_table(saved, columns=["reason"])
+    else:
         saved.parent.mkdir(exist_ok=True)
         table = failures.failures_table(outcomes)
         atomic_write(saved, lambda tmp: pq.write_table(table, tmp))
-    reasons = pq.read_table(saved, columns=["reason"])["reason"]
-    counts = Counter({r["values"]: r["counts"] for r in pc.value_counts(reasons).to_pylist()})
-    return {"rows": rows_in, "outcomes": outcomes.num_rows, "reasons": dict(counts)}
+    return {"rows": rows_in, "outcomes": outcomes.num_rows,
+            "reasons": failures.reason_counts(table)}
 
 
 def fetch_planned(work: Path, cfg: DownloadConfig, pairs: DataFrame, first_id: int = 0

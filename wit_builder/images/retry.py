@@ -134,9 +134,8 @@ def on_driver(out: Path, cfg: DownloadConfig, pairs: pa.Table, before: dict
     work, first = work_dir(out)
     work.mkdir(exist_ok=True)
     shards = fetch.plan_shards(todo, cfg.samples_per_shard, first)
-    fetch.download_missing(work, shards, fetch.settings_for(cfg, work), None, cfg.processes)
     merged = pa.concat_tables([old.filter(pc.invert(failures.is_transient(old))),
-                               failures.checked_failures(work, shards)])
+                               failures.fetched_failures(work, cfg, shards)])
     fetch.move_shards(work, out, shards)
     shutil.rmtree(work)
     failures.write_failures(out, merged)

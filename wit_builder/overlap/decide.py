@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from wit_builder import tarshards
 from wit_builder.overlap.matches import FILTERED_DIR, ROW_SCHEMA
 from wit_builder.overlap.methods import Rule
-from wit_builder.overlap.scan import scores_file, shards_frame
+from wit_builder.overlap.scan import count_rows, scores_file, shards_frame
 from wit_builder.spark import spark_schema
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ def decide_shard(path: str, shard: str, task: Task) -> list[dict[str, Any]]:
     matched = {r["key"] for r in rows if r["kind"] == "match"}
     tarshards.copy_without(path, Path(task.work_dir) / FILTERED_DIR / shard, matched)
     counts = scores.filter(pc.equal(scores["kind"], "count")).to_pylist()
-    counts.append({"kind": "count", "shard": shard, "key": "matched", "n": len(matched)})
+    counts += count_rows(shard, {"matched": len(matched)})
     return rows + counts
 
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import heapq
 import io
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
@@ -15,6 +16,7 @@ from PIL import Image
 from wit_builder import tarshards
 from wit_builder.overlap import report_page
 from wit_builder.overlap.evalimages import set_name, splits_of
+from wit_builder.overlap.matches import NEAR_FILE, iter_rows
 from wit_builder.overlap.methods import Method
 
 Pair = tuple[dict, Image.Image | None, Image.Image | None, dict]
@@ -73,16 +75,16 @@ def borderline(method: Method, matches: Iterable[dict], near: Iterable[dict], co
     return strongest(method, above + below, 2 * count)
 
 
-def galleries(run: dict[str, Any], method: Method, rows: Callable[[str], Iterable[dict]],
-              count: int) -> list[dict]:
-    """The report's two galleries (none for `count` 0); `rows("match")` and
-    `rows("near")` stream the matches and the near neighbours (each read twice at most,
-    never held whole)."""
+def galleries(run: dict[str, Any], method: Method, overlap: Path, count: int
+              ) -> list[dict]:
+    """The report's two galleries of the overlap output `overlap` (none for `count` 0);
+    its matches and near neighbours are streamed (read twice at most, never held
+    whole)."""
     if not count:
         return []
     half = max(1, count // 2)
-    best = strongest(method, rows("match"), count)
-    edge = borderline(method, rows("match"), rows("near"), half)
+    best = strongest(method, iter_rows(overlap), count)
+    edge = borderline(method, iter_rows(overlap), iter_rows(overlap, NEAR_FILE), half)
     return [{"title": "Strongest matches", "matches": with_images(run, best)},
             {"title": "Borderline: the weakest matches and the closest non-matches",
              "matches": with_images(run, edge)}]

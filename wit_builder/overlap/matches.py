@@ -14,7 +14,8 @@
   near) takes both over (`take_scores`) instead of embedding anything again.
 
 Readers (`wit overlap report`, `explore`, the demo) go through `overlap_run`,
-`read_matches`, `read_near`, `read_eval_sets` and `filtered_pattern`.
+`read_matches`, `iter_rows`, `hit_eval_images`, `read_eval_sets` and
+`filtered_pattern`.
 """
 
 from __future__ import annotations
@@ -80,11 +81,6 @@ def recorded_method(run: dict[str, Any]) -> Method:
 def read_matches(path: Path, columns: list[str] | None = None) -> pa.Table:
     """``overlap.parquet`` of a finished overlap output."""
     return pq.read_table(Path(path) / OVERLAP_FILE, columns=columns)
-
-
-def read_near(path: Path) -> pa.Table:
-    """``near.parquet`` of a finished overlap output."""
-    return pq.read_table(Path(path) / NEAR_FILE)
 
 
 def iter_rows(path: Path, which: str = OVERLAP_FILE, columns: list[str] | None = None,

@@ -11,7 +11,6 @@ calibration plot of ``--calibration``) and `stats.json`; rows are eval images (i
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 from PIL import Image
@@ -47,11 +46,7 @@ def build(tmp: Path, cfg: ReportConfig) -> StageStats:
             "sets": [r.to_dict() for r in rows]}
     (tmp / report.JSON_FILE).write_text(json.dumps(data, indent=2) + "\n")
     (tmp / report.MARKDOWN_FILE).write_text(report.markdown(rows, run["method"]))
-    def stream(kind: str) -> Iterator[dict]:
-        return matches.iter_rows(cfg.overlap, matches.OVERLAP_FILE if kind == "match"
-                                 else matches.NEAR_FILE)
-
-    shown = gallery.galleries(run, method, stream, cfg.gallery)
+    shown = gallery.galleries(run, method, cfg.overlap, cfg.gallery)
     page = report_page.page(method, data["sets"], cfg.checkpoint, shown,
                             calibration_plot(cfg.calibration))
     (tmp / report.HTML_FILE).write_text(page, encoding="utf-8")

@@ -107,9 +107,7 @@ def score_shard(path: str, shard: str, task: Task, embedder: Embedder, index: An
         if len(batch) == task.batch_size:
             unreadable += flush(batch, task, embedder, index, shard, rows)
     unreadable += flush(batch, task, embedder, index, shard, rows)
-    counts = {"scanned": scanned, "unreadable": unreadable}
-    return rows + [{"kind": "count", "shard": shard, "key": name, "n": n}
-                   for name, n in counts.items()]
+    return rows + count_rows(shard, {"scanned": scanned, "unreadable": unreadable})
 
 
 def score_from_manifest(path: str, shard: str, task: Task, index: Any
@@ -125,9 +123,14 @@ def score_from_manifest(path: str, shard: str, task: Task, index: Any
         rows += neighbour_rows(task, index, vectors, list(zip(
             part.column("key").to_pylist(), part.column("uid").to_pylist(), strict=True)),
             shard)
-    counts = {"scanned": known.num_rows, "unreadable": 0, "hashes_reused": known.num_rows}
-    return rows + [{"kind": "count", "shard": shard, "key": name, "n": n}
-                   for name, n in counts.items()]
+    return rows + count_rows(shard, {"scanned": known.num_rows, "unreadable": 0,
+                                     "hashes_reused": known.num_rows})
+
+
+def count_rows(shard: str, counts: dict[str, int]) -> list[dict[str, Any]]:
+    """A shard's counters as ``count`` rows (`ROW_SCHEMA`: key is the counter's name)."""
+    return [{"kind": "count", "shard": shard, "key": name, "n": n}
+            for name, n in counts.items()]
 
 
 def flush(batch: list[tuple[str, str, bytes]], task: Task, embedder: Embedder, index: Any,
