@@ -67,6 +67,7 @@ bench: setup $(PEERS)/.installed
 	PYTHONPATH=$(abspath $(PEERS)) WIT_FIXTURES=$(FIXTURES) $(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/images.py --json bench_out/images.json
 	$(BIN)/python benchmarks/overlap.py --json bench_out/overlap.json
+	$(BIN)/python benchmarks/train_resume.py --json bench_out/train_resume.json
 	WIT_FIXTURES=$(FIXTURES) $(BIN)/python benchmarks/clip_train.py --model tiny \
 		--variants open_clip,ours,ours_grouped,ours_groups4 --json bench_out/clip_train.json
 

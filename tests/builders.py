@@ -164,7 +164,11 @@ while True:
         break
     except FileExistsError:
         n += 1
-if n >= after and not os.path.exists(os.path.join(state, "free")):
+with open(os.path.join(state, "opened"), "a") as f:
+    f.write(shard + "\\n")
+held = os.path.join(state, "held")
+held = n >= after or (os.path.exists(held) and shard in open(held).read().split("\\n"))
+if held and not os.path.exists(os.path.join(state, "free")):
     with open(os.path.join(state, "arrived"), "w") as f:
         f.write("waiting\\n")
     open(os.path.join(state, "release")).read()
@@ -173,14 +177,17 @@ with open(shard, "rb") as f:
 """
 
 
-def gated_shards(shards: list[Path], state: Path, after: int) -> str:
+def gated_shards(shards: list[Path], state: Path, after: int,
+                 held: list[Path] = ()) -> str:
     """A ``::`` list of ``pipe:`` URLs reading `shards` through the gate (see
-    `GATE_SCRIPT`): openings from the `after`-th on wait for the test."""
+    `GATE_SCRIPT`): openings from the `after`-th on, and those of the `held` shards,
+    wait for the test; every opening is logged to ``state/opened``."""
     import sys
 
     state.mkdir(parents=True, exist_ok=True)
     script = state / "gate.py"
     script.write_text(GATE_SCRIPT)
+    (state / "held").write_text("".join(f"{s}\n" for s in held))
     for fifo in ("arrived", "release"):
         os.mkfifo(state / fifo)
     return "::".join(f"pipe:{sys.executable} {script} {s} {state} {after}" for s in shards)
@@ -201,6 +208,19 @@ def wait_for_fifo(path: Path, proc, timeout: float = 180) -> str:
         if reader.is_alive() and (proc.poll() is not None or time.monotonic() > deadline):
             raise AssertionError(f"the run never reached the gate (exit {proc.poll()})")
     return got[0]
+
+
+def wait_until(condition, proc, timeout: float = 180) -> None:
+    """Wait until `condition()` holds (checked every 0.2 s: for a state the run reaches
+    and then keeps, e.g. a file it wrote before blocking); fail if `proc` exits or
+    `timeout` passes first."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"the run never got there (exit {proc.poll()})")
+        time.sleep(0.2)
 
 
 def wait_for_event(event, proc, timeout: float = 180) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 from collections import Counter
 from pathlib import Path
 
@@ -12,7 +13,10 @@ import torch
 from sklearn.datasets import load_digits, load_sample_images
 
 from tests.builders import CAPTIONS, png, write_shard
+from wit_builder.clip.configs import TrainConfig
 from wit_builder.clip.data import CLIP_MEAN, make_pipeline
+from wit_builder.clip.readers import Reader, ReaderPosition
+from wit_builder.clip.stream import BatchStream, DataPosition, data_start
 from wit_builder.clip.tokenizer import Tokenizer
 from wit_builder.errors import InputError
 from wit_builder.tarshards import expand as expand_shards
@@ -128,3 +132,68 @@ def test_broken_samples_and_shards_are_skipped_and_counted(shards, tmp_path):
     assert skipped["undecodable"] == 2 and 1 <= skipped["no_caption"] <= 2
     assert skipped["no_image"] == 1 and any(k.startswith("tar_") for k in skipped)
     assert 1 + 10 < seen < 1 + 10 + 10  # the good samples, and the half shard's first ones
+
+
+def saved(position: DataPosition, tmp_path: Path) -> DataPosition:
+    """`position` through a checkpoint file (weights_only) and back."""
+    torch.save(position.state(), tmp_path / "position.pt")
+    state = torch.load(tmp_path / "position.pt", weights_only=True)
+    return DataPosition.from_state(position.epoch, position.batches, state)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_stream_resumed_from_any_position_gives_the_same_batches(shards, tmp_path, workers):
+    """Restarted from the reader positions after any batch (mid-shard, mid-epoch, at the
+    epoch's end), the stream yields exactly the batches, crops included, that the
+    uninterrupted one does next."""
+    root, _ = shards
+    cfg = TrainConfig(shards=str(root / "*.tar"), out=tmp_path, model="tiny", batch_size=4,
+                      steps=1, workers=workers, shuffle_buffer=6, seed=3)
+    start = DataPosition(roles=max(workers, 1))
+    stream = BatchStream(cfg, 32, Tokenizer(), start)
+    full, positions = [], []
+    for _ in range(24):  # 10 batches an epoch: into the third
+        full.append(next(stream))
+        positions.append(stream.position.snapshot())
+    assert [p.epoch for p in positions[8:12]] == [0, 0, 1, 1]
+    stream.close()
+    for k in (1, 3, 7, 10, 13):
+        resumed = BatchStream(cfg, 32, Tokenizer(), saved(positions[k - 1], tmp_path))
+        for expected in full[k:k + 8]:
+            batch = next(resumed)
+            assert torch.equal(batch.tokens, expected.tokens), k
+            assert torch.equal(batch.images, expected.images), k
+        resumed.close()
+
+
+def test_other_workers_on_resume_replay_the_epoch_to_the_position(shards, tmp_path):
+    """Reader positions saved with two workers do not fit one: the stream replays the
+    epoch's first batches with one reader and goes on from there, counting them."""
+    root, _ = shards
+    settings = dict(shards=str(root / "*.tar"), out=tmp_path, model="tiny", batch_size=4,
+                    steps=1, shuffle_buffer=6)
+    two, one = TrainConfig(**settings, workers=2), TrainConfig(**settings, workers=0)
+    stream = BatchStream(two, 32, Tokenizer(), DataPosition(roles=2))
+    for _ in range(3):
+        next(stream)
+    stream.close()
+    position = stream.position
+    start, replay = data_start(one, 3, position.epoch, position.batches,
+                               saved(position, tmp_path).state())
+    assert replay == 3 and start.batches == 0 and not start.readers
+    fresh = BatchStream(one, 32, Tokenizer(), DataPosition())
+    expected = [next(fresh) for _ in range(5)][3:]
+    resumed = BatchStream(one, 32, Tokenizer(), start, replay)
+    for batch in expected:
+        assert torch.equal(next(resumed).images, batch.images)
+    assert resumed.position.batches == 5
+
+
+def test_a_position_the_shards_no_longer_hold_is_a_one_line_error(shards, tmp_path):
+    root, _ = shards
+    urls = [str(p) for p in sorted(root.glob("*.tar"))]
+    position = ReaderPosition(role=0, shard=1, member=2, ended=False,
+                              buffer=[(0, 3), (0, 99)], shuffle=random.Random(0).getstate(),
+                              crop=torch.Generator().get_state())
+    with pytest.raises(InputError, match=r"shards changed .* sample 99 of .*00000\.tar"):
+        Reader.resume(urls, position, 4, 4, lambda exn: True)

@@ -21,8 +21,10 @@ from tests.builders import (
     repo_env,
     tiny_reference,
     wait_for_fifo,
+    wait_until,
     write_shard,
 )
+from wit_builder.clip import readers
 from wit_builder.clip.configs import TrainConfig
 from wit_builder.clip.data import Batch
 from wit_builder.clip.loss import ClipLoss
@@ -113,48 +115,84 @@ def test_compile_with_variable_text_groups_is_refused(shards):
     assert TrainConfig(**settings(shards, Path("unused"), text_groups=4, compile=True))
 
 
+@pytest.fixture(scope="module")
+def six_shards(tmp_path_factory) -> list[Path]:
+    """6 shards × 16 real digit images with real alt-texts: 12 batches of 8 an epoch."""
+    root = tmp_path_factory.mktemp("six_shards")
+    digits = (load_digits().images * 255 / 16).astype(np.uint8)
+    files = []
+    for s in range(6):
+        members = []
+        for k in range(s * 16, s * 16 + 16):
+            members += [(f"{k:06d}.png", png(digits[k])), (f"{k:06d}.txt", CAPTIONS[k].encode())]
+        files.append(write_shard(root / f"{s:05d}.tar", members))
+    return files
+
+
 def wit_train(shards: str, out: Path, workers: int) -> list[str]:
-    args = settings(shards, out, workers=workers, steps=8)
+    """`wit train` of one epoch of `six_shards`, a checkpoint every 3 steps."""
+    args = settings(shards, out, workers=workers, steps=12, save_every=3)
     cmd = [sys.executable, "-m", "wit_builder.cli", "train"]
     for key in ("shards", "out", "model", "batch_size", "steps", "lr"):
         cmd += [f"--{key.replace('_', '-')}", str(args[key])]
     for key in ("warmup_steps", "workers", "precision", "log_every", "save_every"):
         cmd += ["--set", f"{key}={args[key]}"]
-    return cmd
+    return [*cmd, "--set", "shuffle_buffer=4"]
 
 
-@pytest.mark.parametrize("workers", [0, 1])
-def test_killed_run_resumes_to_identical_weights(shards, shard_files, tmp_path, workers):
-    """SIGKILL mid-run, rerun the same command: the final weights and optimizer state
-    equal an uninterrupted run's exactly (tolerance 0 on CPU).
+def reader_orders(shards: list[Path], workers: int) -> list[list[str]]:
+    """Each reader's shards in epoch 0 (seed 0, one rank)."""
+    roles = max(workers, 1)
+    return [readers.reader_shards([str(s) for s in shards], 0, 0, 0, 1, role, roles)
+            for role in range(roles)]
 
-    The killed run reads its shards through a gate that holds the first shard opening of
-    epoch 1 (after step 4's checkpoint): the test kills it there, however fast it runs.
+
+@pytest.mark.parametrize(("workers", "saved"), [(0, 9), (2, 6)])
+def test_killed_run_resumes_mid_epoch_to_identical_weights(six_shards, tmp_path, workers,
+                                                           saved):
+    """SIGKILL mid-epoch, rerun the same command: the final weights and optimizer state
+    equal an uninterrupted run's exactly (tolerance 0 on CPU), and the rerun opens only
+    the shards that its readers' saved positions still need: the shards they had read
+    past are skipped unopened, and nothing consumed is decoded again.
+
+    The killed run reads through a gate that holds each reader's last shard: every
+    reader stops with its other shards read (9 batches in process; 3 per worker with
+    two), the run saves step `saved` and waits; the test kills it there.
     """
     env = repo_env()
+    shards = "::".join(str(s) for s in six_shards)
     subprocess.run(wit_train(shards, tmp_path / "full", workers), check=True, env=env,
                    capture_output=True)
+    orders = reader_orders(six_shards, workers)
     gate = tmp_path / "gate"
-    gated = gated_shards(shard_files, gate, after=len(shard_files))
+    gated = gated_shards(six_shards, gate, after=10**6, held=[o[-1] for o in orders])
     cmd = wit_train(gated, tmp_path / "killed", workers)
     proc = subprocess.Popen(cmd, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for_fifo(gate / "arrived", proc)
+    ckpts = tmp_path / "killed" / "checkpoints"
+    wait_until(lambda: (ckpts / "latest").is_file()
+               and (ckpts / "latest").read_text() == f"step_{saved:08d}.pt\n", proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    ckpts = tmp_path / "killed" / "checkpoints"
-    assert sorted(p.name for p in ckpts.glob("*.pt")) == ["step_00000002.pt",
-                                                          "step_00000004.pt"]
+    opened = len((gate / "opened").read_text().splitlines())
     (gate / "free").touch()  # the rerun (same command, same config) passes the gate
     subprocess.run(cmd, check=True, env=env, capture_output=True)
-    full = torch.load(tmp_path / "full/checkpoints/step_00000008.pt", weights_only=True)
-    resumed = torch.load(ckpts / "step_00000008.pt", weights_only=True)
+    full = torch.load(tmp_path / "full/checkpoints/step_00000012.pt", weights_only=True)
+    resumed = torch.load(ckpts / "step_00000012.pt", weights_only=True)
     for key, value in full["state_dict"].items():
         assert torch.equal(value, resumed["state_dict"][key]), key
     for a, b in zip(full["optimizer"]["state"].values(),
                     resumed["optimizer"]["state"].values(), strict=True):
         assert torch.equal(a["exp_avg"], b["exp_avg"])
     assert (full["epoch"], full["batches_done"]) == (resumed["epoch"], resumed["batches_done"])
+    start = torch.load(ckpts / f"step_{saved:08d}.pt", weights_only=True)["data"]["ranks"][0]
+    needed = []
+    for reader in start["readers"]:
+        first = min([reader["shard"], *reader["buffer"][:, 0].tolist()])
+        needed += orders[reader["role"]][first:]
+    reopened = (gate / "opened").read_text().splitlines()[opened:]
+    assert sorted(reopened) == sorted(needed) and len(reopened) < len(six_shards)
 
 
 def test_resampled_run_resumes_with_a_fresh_seeded_draw(shards, tmp_path):

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from wit_builder.clip.configs import TrainConfig
+    from wit_builder.clip.stream import DataPosition
 
 LATEST = "latest"
 log = logging.getLogger(__name__)
@@ -129,27 +130,39 @@ def resume_state(cfg: TrainConfig) -> tuple[Path, dict[str, Any]] | None:
 
 
 def state_of(model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
-             step: int, position: tuple[int, int]) -> dict[str, Any]:
+             step: int, position: DataPosition, ranks: list[dict[str, Any]]
+             ) -> dict[str, Any]:
     """The checkpoint of a training state: weights, optimizer, step, data position (epoch,
-    batches done), RNG, config."""
+    batches done, and each rank's reader positions in `ranks`), RNG, config."""
     return {"state_dict": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-            "step": step, "epoch": position[0], "batches_done": position[1],
+            "step": step, "epoch": position.epoch, "batches_done": position.batches,
+            "data": {"world": len(ranks), "ranks": ranks},
             "rng": rng_state(), "config": cfg.model_dump(mode="json")}
 
 
 @dataclass(frozen=True)
 class Resumed:
-    """Where a run starts: step, data position (epoch, batches done) and the checkpoint
-    it was restored from (None for a fresh start)."""
+    """Where a run starts: step, data position (epoch, batches done, this rank's reader
+    positions if the checkpoint has them for this many ranks) and the checkpoint it was
+    restored from (None for a fresh start)."""
 
     step: int = 0
     epoch: int = 0
     batches_done: int = 0
     path: Path | None = None
+    data: dict[str, Any] | None = None
 
 
-def restore(model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig
-            ) -> Resumed:
+def rank_data(state: dict[str, Any], dist: DistInfo) -> dict[str, Any] | None:
+    """This rank's saved reader positions, or None (none saved, or other ranks)."""
+    data = state.get("data")
+    if data is None or data["world"] != dist.world:
+        return None
+    return data["ranks"][dist.rank]
+
+
+def restore(model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
+            dist: DistInfo) -> Resumed:
     """Load the checkpoint `cfg.resume` names into `model` and `optimizer`, if any."""
     found = resume_state(cfg)
     if found is None:
@@ -159,16 +172,28 @@ def restore(model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig
     optimizer.load_state_dict(state["optimizer"])
     set_rng_state(state["rng"])
     log.info("resumed from %s (step %s)", path, state["step"])
-    return Resumed(state["step"], state["epoch"], state["batches_done"], path)
+    return Resumed(state["step"], state["epoch"], state["batches_done"], path,
+                   rank_data(state, dist))
+
+
+def gather_ranks(position: DataPosition, dist: DistInfo) -> list[dict[str, Any]]:
+    """Every rank's data position (on rank 0; an empty list elsewhere)."""
+    if dist.world == 1:
+        return [position.state()]
+    ranks: list[Any] = [None] * dist.world if dist.is_main else []
+    torch.distributed.gather_object(position.state(), ranks if dist.is_main else None, dst=0)
+    return ranks
 
 
 def save_training(model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
-                  step: int, position: tuple[int, int], dist: DistInfo) -> Path:
+                  step: int, position: DataPosition, dist: DistInfo) -> Path:
     """Rank 0 writes; every rank waits for it (so no rank runs ahead of a save)."""
     path = cfg.out / "checkpoints" / f"step_{step:08d}.pt"
+    ranks = gather_ranks(position, dist)
     if dist.is_main:
         path = save(cfg.out / "checkpoints", step,
-                    state_of(model, optimizer, cfg, step, position), cfg.keep_checkpoints)
+                    state_of(model, optimizer, cfg, step, position, ranks),
+                    cfg.keep_checkpoints)
     if dist.world > 1:
         torch.distributed.barrier()
     return path

@@ -3,9 +3,10 @@
 A shard holds samples (`tarshards`: an image, ``{key}.txt``, optional ``.json``), as
 written by img2dataset and `wit shards`; shards are listed by `tarshards.expand`. Without
 ``resampled`` every rank and DataLoader worker reads a disjoint subset of the shards
-(split by node, then by worker) in a seeded, epoch-dependent order; with ``resampled``
-each worker draws shards with replacement forever (the usual choice for multi-node runs
-with unequal shard counts).
+(split by node, then by worker) in a seeded, epoch-dependent order, and every batch
+carries its reader's position so that training can resume there (`TrainBatches`,
+`readers`); with ``resampled`` each worker draws shards with replacement forever (the
+usual choice for multi-node runs with unequal shard counts).
 
 Broken data never stops training: a sample whose image cannot be decoded, or that has no
 image or no caption, and a tar member that cannot be read, are skipped and counted by
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import io
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -26,6 +27,8 @@ from PIL import Image
 from torchvision import transforms
 
 from wit_builder import tarshards
+from wit_builder.clip import readers
+from wit_builder.clip.readers import Reader, ReaderPosition
 
 # CLIP's image normalization (mean/std of its training images, per RGB channel).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -34,11 +37,13 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 @dataclass
 class Batch:
-    """Images (n, 3, H, W), token ids (n, context), and samples skipped before it."""
+    """Images (n, 3, H, W), token ids (n, context), samples skipped before it, and (in
+    training without ``resampled``) its reader's position after it."""
 
     images: torch.Tensor
     tokens: torch.Tensor
     skipped: dict[str, int] = field(default_factory=dict)
+    position: ReaderPosition | None = None
 
 
 def train_transform(image_size: int) -> Callable[[Image.Image], torch.Tensor]:
@@ -113,22 +118,69 @@ def batches(samples: Iterable[dict], batch_size: int, transform: Callable,
         yield Batch(torch.stack(images), tokenizer(captions), skips.take())
 
 
+class TrainBatches(torch.utils.data.IterableDataset):
+    """A rank's training batches of one epoch without ``resampled``: each DataLoader
+    worker (or the process itself) runs one reader (`readers.Reader`) and tags every batch
+    with the reader's position after it.
+
+    Resuming, `positions` holds each reader's position after its last consumed batch (a
+    reader without one starts afresh) and `first` the role whose batch was due next:
+    worker i then plays role ``roles_from(first, workers)[i]``, so the loader's turns
+    continue where they stopped.
+    """
+
+    def __init__(self, urls: Sequence[str], batch_size: int, transform: Callable,
+                 tokenizer: Callable[[list[str]], torch.Tensor], *, seed: int, epoch: int,
+                 shuffle_buffer: int, first: int = 0,
+                 positions: Mapping[int, ReaderPosition] | None = None) -> None:
+        super().__init__()
+        self.urls, self.batch_size, self.transform = list(urls), batch_size, transform
+        self.tokenizer, self.seed, self.epoch = tokenizer, seed, epoch
+        self.bufsize, self.initial = shuffle_buffer, min(100, shuffle_buffer)
+        self.first, self.positions = first, dict(positions or {})
+
+    def reader(self, skips: Skips) -> Reader:
+        """This process's reader: its role's shards, from its position if it has one."""
+        rank, world, worker, workers = wds.utils.pytorch_worker_info()
+        role = readers.roles_from(self.first, workers)[worker]
+        shards = readers.reader_shards(self.urls, self.seed, self.epoch, rank, world, role,
+                                       workers)
+        if role in self.positions:
+            reader = Reader.resume(shards, self.positions[role], self.bufsize, self.initial,
+                                   skips.tar_error)
+            skips.take()  # shards read again to refill: their errors were counted before
+            return reader
+        seed = readers.crop_seed(readers.epoch_seed(self.seed, self.epoch),
+                                 rank * workers + role)
+        return Reader.start(shards, role, self.bufsize, self.initial,
+                            readers.shuffle_seed(self.seed, self.epoch), seed, skips.tar_error)
+
+    def __iter__(self) -> Iterator[Batch]:
+        skips = Skips()
+        reader = self.reader(skips)
+        for batch in batches(reader.samples(), self.batch_size,
+                             reader.crops.wrap(self.transform), self.tokenizer, skips,
+                             partial=False):
+            batch.position = reader.position()
+            yield batch
+
+
 def make_pipeline(shards: str | Sequence[str], batch_size: int, image_size: int,
                   tokenizer: Callable[[list[str]], torch.Tensor], *, train: bool = True,
                   resampled: bool = False, seed: int = 0, epoch: int = 0,
-                  shuffle_buffer: int = 1000) -> wds.DataPipeline:
+                  shuffle_buffer: int = 1000) -> torch.utils.data.IterableDataset:
     """The iterable of `Batch`es for this rank and worker (see module docstring)."""
     urls = tarshards.expand(shards)
-    skips = Skips()
     transform = train_transform(image_size) if train else eval_transform(image_size)
+    if train and not resampled:
+        return TrainBatches(urls, batch_size, transform, tokenizer, seed=seed, epoch=epoch,
+                            shuffle_buffer=shuffle_buffer)
+    skips = Skips()
     if resampled:
+        transform = readers.worker_crops(transform, readers.epoch_seed(seed, epoch))
         stages: list = [wds.ResampledShards(urls, seed=seed + epoch, deterministic=True)]
     else:
-        stages = [wds.SimpleShardList(urls)]
-        if train:
-            stages.append(wds.detshuffle(bufsize=len(urls), initial=len(urls), seed=seed,
-                                         epoch=epoch))
-        stages += [wds.split_by_node, wds.split_by_worker]
+        stages = [wds.SimpleShardList(urls), wds.split_by_node, wds.split_by_worker]
     stages.append(wds.tarfile_to_samples(handler=skips.tar_error))
     if train:
         stages.append(wds.detshuffle(shuffle_buffer, initial=min(100, shuffle_buffer),

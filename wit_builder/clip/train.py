@@ -7,9 +7,10 @@ the others' cached features fill the rest of the logits matrix, so the update eq
 step on the whole batch (the temperature's gradient is taken once, not per micro-batch).
 
 Resuming (``--resume auto``, the default) restores weights, optimizer, step, RNG and the
-data position (epoch and batches consumed), so a run killed at any moment and restarted
-reaches the same weights as an uninterrupted run (bit-identical on CPU; on GPU up to
-non-deterministic kernels). The learning rate is a pure function of the step. With
+data position (epoch, batches consumed, and where each data reader stood), so a run
+killed at any moment and restarted reaches the same weights as an uninterrupted run
+(bit-identical on CPU; on GPU up to non-deterministic kernels) without decoding the
+epoch's consumed samples again. The learning rate is a pure function of the step. With
 ``resampled`` shards a resumed run starts a new seeded draw instead (see
 `stream.data_start`). The run directory's contract (which config may resume it) is in
 `train_job`; the data stream is `stream`, checkpoints `checkpoint`, logging `metrics`.
@@ -32,7 +33,7 @@ from wit_builder.clip.loss import ClipLoss
 from wit_builder.clip.metrics import MetricsLog, Window
 from wit_builder.clip.model import CLIP, TextGroups, group_by_length, split_by_length
 from wit_builder.clip.optim import clamp_logit_scale, cosine_lr, make_optimizer, set_lr
-from wit_builder.clip.stream import batch_stream, data_start, next_micro_batches
+from wit_builder.clip.stream import BatchStream, data_start, next_micro_batches
 from wit_builder.clip.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -135,12 +136,13 @@ def train(cfg: TrainConfig) -> Path:
     model = build_model(cfg, dist)
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay,
                                fused=dist.device.type == "cuda")
-    start = checkpoint.restore(model, optimizer, cfg)
+    start = checkpoint.restore(model, optimizer, cfg, dist)
     step, last = start.step, start.path
-    epoch, done = data_start(cfg, step, start.epoch, start.batches_done)
+    position, replay = data_start(cfg, step, start.epoch, start.batches_done, start.data)
     wrapped, loss_fn = wrap(model, cfg, dist), ClipLoss(cfg.local_loss)
     vision, text = get_config(cfg.model).vision, get_config(cfg.model).text
-    stream = batch_stream(cfg, vision.image_size, Tokenizer(text.context_length), epoch, done)
+    stream = BatchStream(cfg, vision.image_size, Tokenizer(text.context_length), position,
+                         replay)
     metrics, window = MetricsLog(cfg.out, dist.is_main), Window()
     samples_per_step = cfg.batch_size * cfg.accum_steps * dist.world
     with Progress(disable=not dist.is_main, transient=True) as progress:
@@ -154,7 +156,7 @@ def train(cfg: TrainConfig) -> Path:
             progress.update(task, completed=step, description=f"loss {loss:.3f}")
             if step % cfg.log_every == 0 or step == cfg.steps:
                 scale = unwrap(model).logit_scale.exp().item()
-                metrics.write({"step": step, "epoch": position[0], "loss": loss,
+                metrics.write({"step": step, "epoch": position.epoch, "loss": loss,
                                "lr": optimizer.param_groups[0]["lr"], "logit_scale": scale,
                                "temperature": 1 / scale, **window.summary(samples_per_step)})
             if step % cfg.save_every == 0 or step == cfg.steps:
