@@ -77,3 +77,30 @@ def test_overlap_on_cuda_finds_what_the_cpu_finds(tmp_path, spark):
     assert found["cpu"].keys() == found["cuda"].keys() and len(found["cpu"]) >= 10
     for key, score in found["cpu"].items():
         assert abs(score - found["cuda"][key]) < 2e-3
+
+
+def test_training_resumed_mid_epoch_on_cuda_reaches_the_same_weights(tmp_path):
+    """Two DataLoader workers, fp32: a run resumed from another run's mid-epoch
+    checkpoint (its readers' positions) ends with the uninterrupted run's weights."""
+    import shutil
+
+    from wit_builder.clip.train import train
+
+    digits = (load_digits().images * 255 / 16).astype(np.uint8)
+    for s in range(4):
+        members = []
+        for k in range(s * 24, s * 24 + 24):
+            members += [(f"{k:04d}.png", png(digits[k])), (f"{k:04d}.txt", CAPTIONS[k].encode())]
+        write_shard(tmp_path / f"{s:05d}.tar", members)
+    settings = dict(shards=f"{tmp_path}/{{00000..00003}}.tar", model="tiny", batch_size=8,
+                    steps=12, lr=1e-3, warmup_steps=2, workers=2, precision="fp32",
+                    shuffle_buffer=8, log_every=3, save_every=3)
+    full = train(TrainConfig(**settings, out=tmp_path / "full"))
+    (tmp_path / "resumed" / "checkpoints").mkdir(parents=True)
+    shutil.copy(tmp_path / "full/checkpoints/step_00000006.pt", tmp_path / "resumed/checkpoints")
+    (tmp_path / "resumed/checkpoints/latest").write_text("step_00000006.pt\n")
+    resumed = train(TrainConfig(**settings, out=tmp_path / "resumed"))
+    a, b = (torch.load(p, map_location="cpu", weights_only=True) for p in (full, resumed))
+    assert b["step"] == 12 and (a["epoch"], a["batches_done"]) == (b["epoch"], b["batches_done"])
+    for key, value in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][key], value, rtol=1e-5, atol=1e-6)
