@@ -24,7 +24,7 @@ from tests.imageserver import (
     samples,
     write_pairs,
 )
-from wit_builder.images import download_job
+from wit_builder.images import download_job, fetch
 from wit_builder.images.configs import DownloadConfig
 
 
@@ -169,6 +169,45 @@ def test_retry_failed_fetches_only_transient_failures(distributor, downloaded, s
     assert not list(tmp_path.glob(".download.retry-*"))
     again = download_job.run(cfg, spark)  # nothing transient left
     assert again.status == "skipped"
+
+
+class Killed(BaseException):
+    """Stands for a SIGKILL at one point of a run (nothing may catch it)."""
+
+
+@pytest.mark.parametrize("distributor", ["pyspark", "multiprocessing"])
+def test_retry_stopped_while_moving_in_is_finished_by_the_rerun(
+        distributor, downloaded, server, spark, tmp_path, monkeypatch):
+    """A retry stopped after its new shards moved into the output, before the failure
+    files did: the rerun finishes the move and amends the stats, and does not fetch the
+    rows again (they would be in two shards)."""
+    result, _ = downloaded
+    out = tmp_path / "download"
+    shutil.copytree(result.out_dir, out)
+    cfg = DownloadConfig(pairs=result.out_dir.parent / "balance", out=out,
+                         allow_network=LOOPBACK, timeout=SLOW_SECONDS + 3,
+                         samples_per_shard=8, retry_failed=True, distributor=distributor,
+                         processes=2)
+    move = fetch.move_shards
+
+    def move_then_die(src, dst, ids):
+        move(src, dst, ids)
+        raise Killed
+
+    monkeypatch.setattr(fetch, "move_shards", move_then_die)
+    before = server.requests.get("/slow.jpg", 0)
+    with pytest.raises(Killed):
+        download_job.run(cfg, spark)
+    monkeypatch.setattr(fetch, "move_shards", move)
+    assert (out / "00004.tar").is_file()  # the state a kill there leaves
+    assert "timeout" in pq.read_table(out / "failures").column("reason").to_pylist()
+    rerun = download_job.run(cfg, spark)
+    assert rerun.status == "ran" and server.requests["/slow.jpg"] == before + 1
+    assert not (out / "00005.tar").exists() and not list(tmp_path.glob(".download.retry-*"))
+    stats = rerun.marker["stats"]
+    assert stats["rows_out"] == result.marker["stats"]["rows_out"] + 1 == len(samples(out))
+    assert "timeout" not in pq.read_table(out / "failures").column("reason").to_pylist()
+    assert download_job.run(cfg, spark).status == "skipped"
 
 
 # (status, error message) as img2dataset and our guard write them, one per reason at least

@@ -54,6 +54,15 @@ class StageStats:
             **self.extra,
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StageStats:
+        """The inverse of `to_dict`."""
+        known = {"stage", "rows_in", "rows_out", "drops", "notices"}
+        return cls(data["stage"], data["rows_in"], data["rows_out"],
+                   Counter(data.get("drops", {})),
+                   {k: v for k, v in data.items() if k not in known},
+                   list(data.get("notices", [])))
+
     def print(self, console: Console | None = None) -> None:
         """Render the counters as a rich table (stderr by default)."""
         table = Table(title=f"{self.stage}: rows in {self.rows_in:,} → out {self.rows_out:,}")

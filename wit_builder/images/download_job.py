@@ -16,7 +16,7 @@ from wit_builder.curate.pairs import pairs_dataset, pairs_input_fingerprint, rea
 from wit_builder.errors import ConfigError
 from wit_builder.images import failures, fetch, plan, retry
 from wit_builder.images.configs import DownloadConfig
-from wit_builder.outputs import StageResult, amend, finished, run_stage
+from wit_builder.outputs import StageResult, finished, run_stage
 from wit_builder.spark import get_spark, run_spark_stage
 from wit_builder.stats import StageStats
 
@@ -48,6 +48,10 @@ def retry_failed(cfg: DownloadConfig, spark: SparkSession | None) -> StageResult
     """Fetch again the rows of a finished output whose failure was transient, into new
     shards after the existing ones (`retry`)."""
     out = cfg.out.absolute()
+    finished(out, STAGE)
+    pending = retry.finish_pending(out)
+    if pending:
+        log.warning("finished moving in a retry of %s that was stopped while doing so", out)
     marker = finished(out, STAGE)
     if changed := cfg.changed_image_fields(marker["config"]):
         raise ConfigError(f"--retry-failed must fetch as {out} was made; changed: "
@@ -59,9 +63,9 @@ def retry_failed(cfg: DownloadConfig, spark: SparkSession | None) -> StageResult
         stats = retry.on_driver(out, cfg, read_pairs(cfg.pairs), marker["stats"])
     if stats is None:
         log.info("no transient failure to retry in %s", out)
-        return StageResult("skipped", out, marker)
+        return StageResult("ran" if pending else "skipped", out, marker)
     stats.print()
-    return StageResult("ran", out, amend(out, stats))
+    return StageResult("ran", out, finished(out, STAGE))
 
 
 def run(cfg: DownloadConfig, spark: SparkSession | None = None) -> StageResult:

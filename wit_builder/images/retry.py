@@ -9,12 +9,17 @@ never a row. The local process pool does the same with pyarrow on the driver (a 
 pool is one machine's worth of rows).
 
 Everything is prepared in a work dir beside the output (``.NAME.retry-NNNNN``, resumed
-by a rerun) and moved into the output at the end: new shards, their failure files, and
-the rewritten old ones.
+by a rerun): new shards, their failure files, the rewritten old ones, and the output's
+stats after the retry. Writing those stats (``COMMIT``) decides the retry; then the files
+are moved into the output and the stats amended. A run stopped after ``COMMIT`` is
+finished by the next ``--retry-failed`` before anything else (`finish_pending`), so a
+kill while moving never leaves a fetched row both in a shard and among the transient
+failures, to be fetched twice.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -27,7 +32,7 @@ import pyarrow.parquet as pq
 from wit_builder.errors import InputError
 from wit_builder.images import failures, fetch, plan
 from wit_builder.images.outcomes import TRANSIENT
-from wit_builder.outputs import atomic_write, piece_done
+from wit_builder.outputs import amend, atomic_write, piece_done, write_json
 from wit_builder.stats import StageStats
 
 if TYPE_CHECKING:
@@ -36,6 +41,7 @@ if TYPE_CHECKING:
     from wit_builder.images.configs import DownloadConfig
 
 KEPT_DIR = "kept_failures"  # the old failure files, rewritten, in the work dir
+COMMIT_FILE = "COMMIT"  # the output's stats after the retry: its presence decides it
 
 
 def work_dir(out: Path) -> tuple[Path, int]:
@@ -51,7 +57,8 @@ def on_spark(out: Path, cfg: DownloadConfig, pairs: DataFrame, before: dict
     from pyspark.sql import functions as F
 
     spark = pairs.sparkSession
-    again = read_failures(spark, out).filter(F.col("reason").isin(sorted(TRANSIENT)))
+    again = read_failures(spark, out / failures.FAILURES_FILE).filter(
+        F.col("reason").isin(sorted(TRANSIENT)))
     n_again = again.count()
     if n_again == 0:
         return None
@@ -62,18 +69,18 @@ def on_spark(out: Path, cfg: DownloadConfig, pairs: DataFrame, before: dict
     work.mkdir(exist_ok=True)
     _, n_shards = plan.fetch_planned(work, cfg, todo, first)
     rewrite_old_failures(spark, out, work)
-    commit(out, work)
-    reasons = {r["reason"]: r["count"] for r in
-               read_failures(spark, out).groupBy("reason").count().collect()}
-    return failures.retried_stats(before, reasons, n_shards, n_again)
+    merged = read_failures(spark, work / KEPT_DIR, work / failures.FAILURES_FILE)
+    reasons = {r["reason"]: r["count"] for r in merged.groupBy("reason").count().collect()}
+    return commit(out, work, failures.retried_stats(before, reasons, n_shards, n_again))
 
 
-def read_failures(spark: SparkSession, out: Path) -> DataFrame:
-    """The ``failures/`` dataset of a download output as a Spark DataFrame."""
+def read_failures(spark: SparkSession, *folders: Path) -> DataFrame:
+    """Failure files (a download output's ``failures/``, or folders of them) as a Spark
+    DataFrame."""
     from pyspark.sql.pandas.types import from_arrow_schema
 
     return spark.read.schema(from_arrow_schema(failures.FAILURE_SCHEMA)).parquet(
-        str(out / failures.FAILURES_FILE))
+        *[str(f) for f in folders])
 
 
 def check_all_there(out: Path, transient: int, found: int) -> None:
@@ -84,12 +91,18 @@ def check_all_there(out: Path, transient: int, found: int) -> None:
                          "download again with --overwrite")
 
 
+def old_failure_files(out: Path, work: Path) -> list[str]:
+    """The names of `out`'s failure files (their rewritten versions go to the work dir's
+    `KEPT_DIR`, made here)."""
+    (work / KEPT_DIR).mkdir(exist_ok=True)
+    return sorted(p.name for p in (out / failures.FAILURES_FILE).glob("*.parquet"))
+
+
 def rewrite_old_failures(spark: SparkSession, out: Path, work: Path) -> None:
     """Each failure file of `out` without its transient rows, written into the work dir
     by one task per file (a file already written there is kept)."""
-    names = sorted(p.name for p in (out / failures.FAILURES_FILE).glob("*.parquet"))
+    names = old_failure_files(out, work)
     source, target = str(out / failures.FAILURES_FILE), str(work / KEPT_DIR)
-    (work / KEPT_DIR).mkdir(exist_ok=True)
 
     def task(part: list[str]) -> list[str]:
         for name in part:
@@ -108,24 +121,41 @@ def without_transient(source: Path, target: Path) -> None:
     atomic_write(target, lambda tmp: pq.write_table(kept, tmp))
 
 
-def commit(out: Path, work: Path) -> None:
-    """Move the retry's shards and failure files into `out`, replacing the old failure
-    files by their rewritten versions; remove the work dir."""
-    new = sorted(fetch.done_shards(work))
-    fetch.move_shards(work, out, new)
+def commit(out: Path, work: Path, stats: StageStats) -> StageStats:
+    """Decide the retry prepared in `work` (its stats written as `COMMIT_FILE`), then
+    finish it; `stats`."""
+    write_json(work / COMMIT_FILE, stats.to_dict())
+    finish(out, work)
+    return stats
+
+
+def finish(out: Path, work: Path) -> None:
+    """Move what a decided retry still has in `work` into `out` (new shards, new failure
+    files, old ones rewritten), amend `out`'s stats, remove `work`. A rerun after a kill
+    at any point does the rest."""
+    fetch.move_shards(work, out, sorted(fetch.done_shards(work)))
     folder = out / failures.FAILURES_FILE
     for sub in (KEPT_DIR, failures.FAILURES_FILE):
         for path in sorted((work / sub).glob("*.parquet")):
             os.replace(path, folder / path.name)
+    amend(out, StageStats.from_dict(json.loads((work / COMMIT_FILE).read_text())))
     shutil.rmtree(work)
+
+
+def finish_pending(out: Path) -> int:
+    """Finish the retries of `out` stopped after they were decided; how many."""
+    pending = sorted(w for w in out.parent.glob(f".{out.name}.retry-*")
+                     if piece_done(w / COMMIT_FILE))
+    for work in pending:
+        finish(out, work)
+    return len(pending)
 
 
 def on_driver(out: Path, cfg: DownloadConfig, pairs: pa.Table, before: dict
               ) -> StageStats | None:
     """Retry on the local process pool, with pyarrow on the driver (see module
     docstring); the output's new stats, None when no failure is transient."""
-    old = failures.read_failures(out)
-    again = failures.transient(old)
+    again = failures.transient(failures.read_failures(out))
     if again.num_rows == 0:
         return None
     usable, _ = failures.usable_pairs(pairs)
@@ -134,10 +164,13 @@ def on_driver(out: Path, cfg: DownloadConfig, pairs: pa.Table, before: dict
     work, first = work_dir(out)
     work.mkdir(exist_ok=True)
     shards = fetch.plan_shards(todo, cfg.samples_per_shard, first)
-    merged = pa.concat_tables([old.filter(pc.invert(failures.is_transient(old))),
-                               failures.fetched_failures(work, cfg, shards)])
-    fetch.move_shards(work, out, shards)
-    shutil.rmtree(work)
-    failures.write_failures(out, merged)
-    return failures.retried_stats(before, failures.reason_counts(merged), len(shards),
-                                  again.num_rows)
+    new = failures.fetched_failures(work, cfg, shards)
+    (work / failures.FAILURES_FILE).mkdir(exist_ok=True)
+    atomic_write(work / failures.FAILURES_FILE / f"{first:05d}.parquet",
+                 lambda tmp: pq.write_table(new, tmp))
+    for name in old_failure_files(out, work):
+        without_transient(out / failures.FAILURES_FILE / name, work / KEPT_DIR / name)
+    merged = pa.concat_tables([pq.read_table(work / KEPT_DIR, schema=failures.FAILURE_SCHEMA),
+                               new])
+    return commit(out, work, failures.retried_stats(before, failures.reason_counts(merged),
+                                                    len(shards), again.num_rows))
