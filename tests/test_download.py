@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
@@ -24,7 +25,7 @@ from tests.imageserver import (
     samples,
     write_pairs,
 )
-from wit_builder.images import download_job, fetch
+from wit_builder.images import download_job, failures, fetch, plan
 from wit_builder.images.configs import DownloadConfig
 
 
@@ -254,3 +255,37 @@ def test_vectorized_classify_equals_classify_on_every_reason():
         "blocked_scheme", "timeout", "too_large", "dns", "connection_refused",
         "connection_reset", "ssl_error", "blocked_address", "opted_out", "download_error",
         "not_an_image", "decode_error", "too_small", "bad_aspect"}
+
+
+def test_both_engines_keep_the_same_pairs_for_the_same_reasons(spark, tmp_path):
+    """The input rules (a uid that may name a file, a URL without credentials, one row
+    per uid) are stated once: the local pool's pyarrow and Spark keep the same rows, and
+    the same row of a repeated uid, on hostile input."""
+    rows = [  # (uid, url, text, page_url)
+        ("a" * 8, "http://127.0.0.1/a.jpg", "a", "http://p/2"),
+        ("a" * 8, "http://127.0.0.1/b.jpg", "b", "http://p/1"),  # kept: first page_url
+        ("a" * 8, "http://127.0.0.1/c.jpg", "c", None),          # ... unless one is null
+        ("b" * 8, "http://127.0.0.1/d.jpg", "z", "http://p/3"),
+        ("b" * 8, "http://127.0.0.1/d.jpg", "y", "http://p/3"),  # same page and url: text
+        ("../etc/passwd", "http://127.0.0.1/e.jpg", "e", None),
+        (None, "http://127.0.0.1/f.jpg", "f", None),
+        ("c" * 129, "http://127.0.0.1/g.jpg", "g", None),
+        ("d" * 8, "http://user:pw@127.0.0.1/h.jpg", "h", None),
+        ("e" * 8, "HTTPS://user@127.0.0.1/i.jpg", "i", None),
+        ("f" * 8, "", "j", None),
+        ("g" * 8, None, "k", None),
+        ("h" * 8, "http://127.0.0.1/x.jpg?next=http://u:p@h/", "l", None),  # @ in the query
+        ("i" * 8, "http://[::1", "m", None),  # malformed: a fetch failure, not an input drop
+        ("j" * 8, "http://127.0.0.1/ü.jpg", "ü", None),
+    ]
+    table = pa.table({k: [r[i] for r in rows] for i, k in
+                      enumerate(("uid", "url", "text", "page_url"))})
+    pq.write_table(table, tmp_path / "pairs.parquet")
+    local, local_drops = failures.usable_pairs(table)
+    kept, spark_drops = plan.usable(spark.read.parquet(str(tmp_path / "pairs.parquet")))
+    on_spark = sorted(tuple(r) for r in kept.select("uid", "url", "text").collect())
+    assert sorted(zip(*local.select(["uid", "url", "text"]).to_pydict().values(),
+                      strict=True)) == on_spark
+    assert local_drops == spark_drops == {"bad_uid": 3, "bad_url": 4, "duplicate_uid": 3}
+    assert ("a" * 8, "http://127.0.0.1/c.jpg", "c") in on_spark
+    assert ("b" * 8, "http://127.0.0.1/d.jpg", "y") in on_spark

@@ -11,7 +11,6 @@ go through `read_failures`.
 from __future__ import annotations
 
 import shutil
-import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -65,27 +64,39 @@ def checked_failures(work: Path, shards: dict[int, pa.Table]) -> pa.Table:
     return FAILURE_SCHEMA.empty_table() if outcomes is None else failures_table(outcomes)
 
 
-def fetchable(url: str | None) -> bool:
-    """False for a URL that is missing or carries credentials (``user:pass@host``: a
-    crawl's links are public; we never send a password we found on the web)."""
-    if not url:
-        return False
-    try:
-        return urllib.parse.urlsplit(url).username is None
-    except ValueError:
-        return False
+# The input rules of a download, stated once for both engines (pyarrow on the local
+# pool, Spark SQL on a cluster), as regular expressions that RE2 and Java read alike.
+UID_RULE = f"^{tarshards.UID_PATTERN.pattern}$"  # a uid may name files
+# A URL whose authority holds credentials (``scheme://user:pass@host``): a crawl's links
+# are public, and we never send a password found on the web.
+CREDENTIALS = r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@"
+
+
+def duplicate_order(columns: list[str]) -> list[str]:
+    """The row a download keeps of a repeated uid: the first in this order, ascending,
+    nulls first (page URL when the pairs have one, then URL, then text)."""
+    return ["page_url" if "page_url" in columns else "url", "url", "text"]
+
+
+def input_checks(pairs: pa.Table) -> tuple[pa.Array, pa.Array]:
+    """(uid usable, URL usable) per row (`UID_RULE`, `CREDENTIALS`; a null is not)."""
+    uid_ok = pc.fill_null(pc.match_substring_regex(pairs["uid"], UID_RULE), False)
+    url = pairs["url"]
+    url_ok = pc.and_(pc.not_equal(url, ""),
+                     pc.invert(pc.match_substring_regex(url, CREDENTIALS)))
+    return uid_ok, pc.fill_null(url_ok, False)
 
 
 def usable_pairs(pairs: pa.Table) -> tuple[pa.Table, dict[str, int]]:
-    """The pairs a download fetches, in uid order: one row per uid (a uid twice is the
-    same url and text twice), only uids that may name files (`tarshards.UID_PATTERN`)
-    and URLs that are there without credentials; with the rows dropped by reason
-    (``bad_uid``, ``bad_url``, ``duplicate_uid``)."""
-    uid_ok = pa.array([tarshards.is_valid_uid(u) for u in pairs["uid"].to_pylist()],
-                      pa.bool_())
-    url_ok = pa.array([fetchable(u) for u in pairs["url"].to_pylist()], pa.bool_())
+    """The pairs a download fetches, in uid order: one row per uid (`duplicate_order`),
+    only uids that may name files and URLs that are there without credentials
+    (`input_checks`); with the rows dropped by reason (``bad_uid``, ``bad_url``,
+    ``duplicate_uid``). `plan.usable` is the same on Spark."""
+    uid_ok, url_ok = input_checks(pairs)
     with_uid = pairs.filter(uid_ok)
-    good = pairs.filter(pc.and_(uid_ok, url_ok)).sort_by("uid")
+    order = [(c, "ascending", "at_start") for c in
+             ["uid", *duplicate_order(pairs.column_names)]]
+    good = pairs.filter(pc.and_(uid_ok, url_ok)).sort_by(order)
     uids = good["uid"].combine_chunks()
     repeated = pc.equal(uids[1:], uids[:-1]) if len(uids) > 1 else pa.array([], pa.bool_())
     first = pa.concat_arrays([pa.array([True] * min(1, len(uids))), pc.invert(repeated)])

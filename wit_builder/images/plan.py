@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from wit_builder import tarshards
 from wit_builder.errors import Incomplete
 from wit_builder.images import failures, fetch
 from wit_builder.outputs import atomic_write, piece_done
@@ -34,25 +33,22 @@ if TYPE_CHECKING:
 
     from wit_builder.images.configs import DownloadConfig
 
-# A URL whose authority holds credentials: ``scheme://user:pass@host``.
-CREDENTIALS = r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@"
-
-
 def usable(pairs: DataFrame) -> tuple[DataFrame, dict[str, int]]:
     """The pairs to fetch (see module docstring) and the input rows dropped by reason
-    (``bad_uid``, ``bad_url``, ``duplicate_uid``; `failures.usable_pairs`' rules)."""
+    (``bad_uid``, ``bad_url``, ``duplicate_uid``): `failures.usable_pairs` on Spark, from
+    the same rules (`failures.UID_RULE`, `failures.CREDENTIALS`,
+    `failures.duplicate_order`)."""
     from pyspark import StorageLevel
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    uid_ok = F.col("uid").isNotNull() & F.col("uid").rlike(
-        f"^{tarshards.UID_PATTERN.pattern}$")
+    uid_ok = F.col("uid").isNotNull() & F.col("uid").rlike(failures.UID_RULE)
     url_ok = (F.col("url").isNotNull() & (F.col("url") != "")
-              & ~F.col("url").rlike(CREDENTIALS))
+              & ~F.col("url").rlike(failures.CREDENTIALS))
     with_uid = pairs.filter(uid_ok)
     good = with_uid.filter(url_ok)
-    tie = "page_url" if "page_url" in pairs.columns else "url"
-    first = Window.partitionBy("uid").orderBy(tie, "url", "text")
+    order = [F.col(c).asc_nulls_first() for c in failures.duplicate_order(pairs.columns)]
+    first = Window.partitionBy("uid").orderBy(*order)
     unique = good.withColumn("_n", F.row_number().over(first)).filter("_n = 1").drop("_n")
     unique = unique.persist(StorageLevel.MEMORY_AND_DISK)  # counted, then numbered
     total, n_uid, n_good, n_unique = (pairs.count(), with_uid.count(), good.count(),
