@@ -92,6 +92,21 @@ def write_shard(path: Path, members: list[tuple[str, bytes]]) -> Path:
     return path
 
 
+def digit_shards(root: Path, shards: int, per_shard: int) -> list[Path]:
+    """`shards` tars (``00000.tar``…) of `per_shard` real digit images (scikit-learn's,
+    as PNG), sample k captioned with the real alt-text ``CAPTIONS[k]``."""
+    from sklearn.datasets import load_digits
+
+    digits = (load_digits().images * 255 / 16).astype(np.uint8)
+    files = []
+    for s in range(shards):
+        members = []
+        for k in range(s * per_shard, (s + 1) * per_shard):
+            members += [(f"{k:06d}.png", png(digits[k])), (f"{k:06d}.txt", CAPTIONS[k].encode())]
+        files.append(write_shard(root / f"{s:05d}.tar", members))
+    return files
+
+
 def tiny_reference():
     """open_clip's CLIP class built with our ``tiny`` sizes."""
     import open_clip

@@ -7,12 +7,11 @@ import random
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from sklearn.datasets import load_digits, load_sample_images
+from sklearn.datasets import load_sample_images
 
-from tests.builders import CAPTIONS, png, write_shard
+from tests.builders import CAPTIONS, digit_shards, write_shard
 from wit_builder.clip.configs import TrainConfig
 from wit_builder.clip.data import CLIP_MEAN, make_pipeline
 from wit_builder.clip.readers import Reader, ReaderPosition
@@ -26,14 +25,7 @@ from wit_builder.tarshards import expand as expand_shards
 def shards(tmp_path_factory) -> tuple[Path, int]:
     """4 shards × 10 real digit images (PNG) with real captions; returns (dir, samples)."""
     root = tmp_path_factory.mktemp("shards")
-    digits = (load_digits().images * 255 / 16).astype(np.uint8)
-    for s in range(4):
-        members = []
-        for i in range(10):
-            key = f"{s:05d}{i:04d}"
-            members += [(f"{key}.png", png(digits[s * 10 + i])),
-                        (f"{key}.txt", CAPTIONS[s * 10 + i].encode())]
-        write_shard(root / f"{s:05d}.tar", members)
+    digit_shards(root, 4, 10)
     return root, 40
 
 

@@ -9,20 +9,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from sklearn.datasets import load_digits
 
 from tests.builders import (
     CAPTIONS,
+    digit_shards,
     gated_shards,
-    png,
     repo_env,
     tiny_reference,
     wait_for_fifo,
     wait_until,
-    write_shard,
 )
 from wit_builder.clip import readers
 from wit_builder.clip.configs import TrainConfig
@@ -36,16 +33,7 @@ from wit_builder.clip.train import accumulated_backward, train
 @pytest.fixture(scope="module")
 def shard_files(tmp_path_factory) -> list[Path]:
     """2 shards × 16 real digit images, each with its own real alt-text."""
-    root = tmp_path_factory.mktemp("train_shards")
-    digits = (load_digits().images * 255 / 16).astype(np.uint8)
-    files = []
-    for s in range(2):
-        members = []
-        for i in range(16):
-            k = s * 16 + i
-            members += [(f"{k:06d}.png", png(digits[k])), (f"{k:06d}.txt", CAPTIONS[k].encode())]
-        files.append(write_shard(root / f"{s:05d}.tar", members))
-    return files
+    return digit_shards(tmp_path_factory.mktemp("train_shards"), 2, 16)
 
 
 @pytest.fixture(scope="module")
@@ -118,15 +106,7 @@ def test_compile_with_variable_text_groups_is_refused(shards):
 @pytest.fixture(scope="module")
 def six_shards(tmp_path_factory) -> list[Path]:
     """6 shards × 16 real digit images with real alt-texts: 12 batches of 8 an epoch."""
-    root = tmp_path_factory.mktemp("six_shards")
-    digits = (load_digits().images * 255 / 16).astype(np.uint8)
-    files = []
-    for s in range(6):
-        members = []
-        for k in range(s * 16, s * 16 + 16):
-            members += [(f"{k:06d}.png", png(digits[k])), (f"{k:06d}.txt", CAPTIONS[k].encode())]
-        files.append(write_shard(root / f"{s:05d}.tar", members))
-    return files
+    return digit_shards(tmp_path_factory.mktemp("six_shards"), 6, 16)
 
 
 def wit_train(shards: str, out: Path, workers: int) -> list[str]:

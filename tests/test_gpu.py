@@ -9,7 +9,7 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from tests.builders import CAPTIONS, png, write_shard
+from tests.builders import CAPTIONS, digit_shards, png, write_shard
 from wit_builder.clip.configs import TrainConfig, get_config
 from wit_builder.clip.model import CLIP
 from wit_builder.clip.tokenizer import Tokenizer
@@ -86,12 +86,7 @@ def test_training_resumed_mid_epoch_on_cuda_reaches_the_same_weights(tmp_path):
 
     from wit_builder.clip.train import train
 
-    digits = (load_digits().images * 255 / 16).astype(np.uint8)
-    for s in range(4):
-        members = []
-        for k in range(s * 24, s * 24 + 24):
-            members += [(f"{k:04d}.png", png(digits[k])), (f"{k:04d}.txt", CAPTIONS[k].encode())]
-        write_shard(tmp_path / f"{s:05d}.tar", members)
+    digit_shards(tmp_path, 4, 24)
     settings = dict(shards=f"{tmp_path}/{{00000..00003}}.tar", model="tiny", batch_size=8,
                     steps=12, lr=1e-3, warmup_steps=2, workers=2, precision="fp32",
                     shuffle_buffer=8, log_every=3, save_every=3)
