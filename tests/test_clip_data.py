@@ -189,3 +189,5 @@ def test_a_position_the_shards_no_longer_hold_is_a_one_line_error(shards, tmp_pa
                               crop=torch.Generator().get_state())
     with pytest.raises(InputError, match=r"shards changed .* sample 99 of .*00000\.tar"):
         Reader.resume(urls, position, 4, 4, lambda exn: True)
+    with pytest.raises(InputError, match=r"shards changed .* had read 2 shard\(s\), it now has 1"):
+        Reader.resume(urls[:1], position, 4, 4, lambda exn: True)

@@ -223,6 +223,10 @@ class Reader:
     def refill(self, position: ReaderPosition) -> list[tuple[Tag, dict]]:
         """The buffered samples of `position`, found by reading (not decoding) only the
         shards they are in; leaves `raw` just after the last sample read before."""
+        if position.shard >= len(self.shards):
+            raise InputError(f"the shards changed since the checkpoint: reader "
+                             f"{position.role} had read {position.shard + 1} shard(s), it "
+                             f"now has {len(self.shards)} (resume with the same shards)")
         wanted: dict[Tag, dict | None] = dict.fromkeys(position.buffer)
         for index in sorted({shard for shard, _ in wanted if shard < position.shard}):
             self.collect(shard_samples(self.shards[index], self.handler), index, wanted)
