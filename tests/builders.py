@@ -125,7 +125,25 @@ def tiny_reference():
                       "width": t.width, "heads": t.heads, "layers": t.layers}).eval()
 
 
-class GatedServer:
+class LocalServer:
+    """A real HTTP server on 127.0.0.1 (a free port) answering with `handler` on daemon
+    threads; `url` is its base URL."""
+
+    def __init__(self, handler) -> None:
+        import http.server
+        import threading
+
+        self.http = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.http.daemon_threads = True
+        self.port = self.http.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.http.shutdown()
+
+
+class GatedServer(LocalServer):
     """A real HTTP server on 127.0.0.1 serving `directory`, whose GETs of one file can be
     held: the test learns that the run asked for it (`arrived`, set by the run's own
     request) and decides when, if ever, it is answered (`release`). A kill test can then
@@ -149,11 +167,7 @@ class GatedServer:
             def log_message(self, *args) -> None:
                 pass
 
-        handler = functools.partial(Handler, directory=str(directory))
-        self.http = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.http.daemon_threads = True
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
+        super().__init__(functools.partial(Handler, directory=str(directory)))
 
     def release(self) -> None:
         """Answer the held request and every later one at once."""
@@ -161,7 +175,7 @@ class GatedServer:
 
     def close(self) -> None:
         self.release()
-        self.http.shutdown()
+        super().close()
 
 
 # A shard opener for webdataset's ``pipe:`` URLs: `python GATE_SCRIPT SHARD STATE N` copies

@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from tests.builders import LocalServer
 from wit_builder.curate.pairs import ENTRY_IDS, KEEP_PROB, PAIR_SCHEMA, PAIRS_FILE
 
 SLOW_SECONDS = 4.0
@@ -158,7 +159,7 @@ HOSTILE_ROUTES = {
 TARPIT_BYTES_PER_S = 16  # /tarpit.jpg drips its body this slowly, forever
 
 
-class ImageServer:
+class ImageServer(LocalServer):
     """The server (threaded; started on creation, stopped by `close`). `requests` counts
     the requests each path received."""
 
@@ -177,11 +178,7 @@ class ImageServer:
             def log_message(self, *args) -> None:
                 pass
 
-        self.http = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.http.daemon_threads = True
-        self.port = self.http.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+        super().__init__(Handler)
 
     def respond(self, h: http.server.BaseHTTPRequestHandler) -> None:
         path = unquote(h.path.split("?", 1)[0])  # a query string names a copy of the file
@@ -250,7 +247,7 @@ class ImageServer:
 
     def close(self) -> None:
         self.release()
-        self.http.shutdown()
+        super().close()
 
 
 def write_pairs(directory: Path, urls: list[str]) -> Path:

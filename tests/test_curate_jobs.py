@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -18,7 +17,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests import warcs
-from tests.builders import FIXTURES, REPO, GatedServer, digest, repo_env, wait_for_event
+from tests.builders import (
+    FIXTURES,
+    REPO,
+    GatedServer,
+    LocalServer,
+    digest,
+    repo_env,
+    wait_for_event,
+)
 from wit_builder.curate import match_job, matching
 from wit_builder.curate.balance_job import run as run_balance
 from wit_builder.curate.configs import BalanceConfig, CurateConfig, ExtractConfig, MatchConfig
@@ -108,12 +115,10 @@ def test_extract_rerun_skips_and_is_deterministic(spark, extracted, tmp_path):
 @pytest.fixture
 def http_server(tmp_path):
     """A real HTTP server on 127.0.0.1 serving the WARC fixtures."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler,
-                                directory=str(warcs.WARC_DIR))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    server = LocalServer(functools.partial(http.server.SimpleHTTPRequestHandler,
+                                           directory=str(warcs.WARC_DIR)))
+    yield server.url
+    server.close()
 
 
 def test_manifest_with_local_and_http_entries(spark, http_server, tmp_path):

@@ -33,6 +33,7 @@ from tests.builders import (
     HAND_PAGES,
     REPO,
     GatedServer,
+    LocalServer,
     png,
     repo_env,
     wait_for_event,
@@ -348,7 +349,7 @@ def test_overlap_bad_inputs_are_one_line_errors(tmp_path, shards):
     no_litter(tmp_path)
 
 
-class FlakyServer:
+class FlakyServer(LocalServer):
     """A real HTTP server on 127.0.0.1 serving one WARC file under paths that fail first:
     ``/retry-after/N/…`` answers 503 with ``Retry-After: 1`` to its first N requests,
     ``/busy/N/…`` 503 without it, ``/reset/N/…`` resets the connection, ``/down/…``
@@ -358,7 +359,6 @@ class FlakyServer:
         import http.server
         import socket
         import struct
-        import threading
         import time
 
         self.times: dict[str, list[float]] = {}
@@ -397,13 +397,7 @@ class FlakyServer:
             def log_message(self, *args) -> None:
                 pass
 
-        self.http = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.http.daemon_threads = True
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
-
-    def close(self) -> None:
-        self.http.shutdown()
+        super().__init__(Handler)
 
 
 def test_flaky_servers_are_retried_and_a_dead_one_is_a_counted_drop(tmp_path, spark):
