@@ -21,9 +21,10 @@ from tests.builders import (
     wait_for_fifo,
     wait_until,
 )
-from wit_builder.clip import readers
+from wit_builder.clip import checkpoint, readers
 from wit_builder.clip.configs import TrainConfig
 from wit_builder.clip.data import Batch
+from wit_builder.clip.distributed import DistInfo
 from wit_builder.clip.loss import ClipLoss
 from wit_builder.clip.model import create_model
 from wit_builder.clip.tokenizer import Tokenizer
@@ -214,3 +215,18 @@ def test_torchrun_two_processes_train_in_step(shards, tmp_path):
     # 2 ranks × 8 pairs per step over 2 shards of 16: each rank reads one shard, 2 steps
     # per epoch, so 16 steps end epoch 7
     assert (state["epoch"], state["batches_done"]) == (7, 2)
+
+
+def test_reader_positions_are_used_only_where_they_fit(shards, tmp_path):
+    """Saved positions point into one shard order: a rank count or data setting other
+    than the checkpoint's (e.g. `resume=latest` with a new seed) does not use them."""
+    cfg = TrainConfig(**settings(shards, tmp_path))
+    rank = {"roles": 1, "last_role": 0, "readers": []}
+    state = {"data": {"world": 1, "ranks": [rank]}, "config": cfg.model_dump(mode="json")}
+    alone = DistInfo(0, 1, 0, torch.device("cpu"))
+    assert checkpoint.rank_data(state, cfg, alone) is rank
+    assert checkpoint.rank_data(state, cfg.model_copy(update={"workers": 3}), alone) is rank
+    for change in ({"seed": 1}, {"shuffle_buffer": 7}, {"batch_size": 4}):
+        assert checkpoint.rank_data(state, cfg.model_copy(update=change), alone) is None
+    assert checkpoint.rank_data(state, cfg, DistInfo(1, 2, 1, torch.device("cpu"))) is None
+    assert checkpoint.rank_data({"config": state["config"]}, cfg, alone) is None

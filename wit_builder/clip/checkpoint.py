@@ -153,10 +153,20 @@ class Resumed:
     data: dict[str, Any] | None = None
 
 
-def rank_data(state: dict[str, Any], dist: DistInfo) -> dict[str, Any] | None:
-    """This rank's saved reader positions, or None (none saved, or other ranks)."""
-    data = state.get("data")
+# The settings that decide which samples a reader reads and in what order: positions
+# saved under other values (a run resumed with ``resume=latest``) point elsewhere.
+DATA_FIELDS = ("shards", "seed", "shuffle_buffer", "batch_size")
+
+
+def rank_data(state: dict[str, Any], cfg: TrainConfig, dist: DistInfo
+              ) -> dict[str, Any] | None:
+    """This rank's saved reader positions, or None: none saved, or saved by another
+    number of ranks or under other `DATA_FIELDS`."""
+    data, saved = state.get("data"), state.get("config", {})
     if data is None or data["world"] != dist.world:
+        return None
+    current = cfg.model_dump(mode="json")
+    if any(saved.get(f) != current[f] for f in DATA_FIELDS):
         return None
     return data["ranks"][dist.rank]
 
@@ -173,7 +183,7 @@ def restore(model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig
     set_rng_state(state["rng"])
     log.info("resumed from %s (step %s)", path, state["step"])
     return Resumed(state["step"], state["epoch"], state["batches_done"], path,
-                   rank_data(state, dist))
+                   rank_data(state, cfg, dist))
 
 
 def gather_ranks(position: DataPosition, dist: DistInfo) -> list[dict[str, Any]]:

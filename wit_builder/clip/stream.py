@@ -4,9 +4,10 @@
 `DataPosition`: the epoch, the batches consumed in it, and each reader's position after
 its last consumed batch (`readers.ReaderPosition`). A checkpoint stores it; a resumed
 stream restarts every reader there (`data.TrainBatches`), so nothing consumed is decoded
-again and the batches equal the uninterrupted run's. Without reader positions (a
-checkpoint from before they were saved, or other `workers` or ranks than it was saved
-with) the stream replays the epoch's first batches and discards them instead.
+again and the batches equal the uninterrupted run's. Without reader positions that fit
+(a checkpoint from before they were saved, other `workers` or ranks than it was saved
+with, or other data settings: `checkpoint.DATA_FIELDS`) the stream replays the epoch's
+first batches and discards them instead.
 """
 
 from __future__ import annotations
@@ -84,8 +85,9 @@ def data_start(cfg: TrainConfig, step: int, epoch: int, done: int,
         log.info("resuming epoch %d after %d batch(es) from %d reader position(s): nothing "
                  "consumed is decoded again", epoch, done, len(saved["readers"]))
         return DataPosition.from_state(epoch, done, saved), 0
-    log.warning("the checkpoint has no reader positions for %d worker(s) on this rank: "
-                "replaying %d batch(es) of epoch %d to reach it", cfg.workers, done, epoch)
+    log.warning("the checkpoint's data positions do not fit this run (saved with other "
+                "workers, ranks or data settings, or none saved): replaying %d batch(es) of "
+                "epoch %d to reach it", done, epoch)
     return DataPosition(epoch, 0, roles), done
 
 
