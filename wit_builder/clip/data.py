@@ -136,7 +136,7 @@ class TrainBatches(torch.utils.data.IterableDataset):
         super().__init__()
         self.urls, self.batch_size, self.transform = list(urls), batch_size, transform
         self.tokenizer, self.seed, self.epoch = tokenizer, seed, epoch
-        self.bufsize, self.initial = shuffle_buffer, min(100, shuffle_buffer)
+        self.bufsize, self.initial = shuffle_buffer, readers.SHUFFLE_INITIAL
         self.first, self.positions = first, dict(positions or {})
 
     def reader(self, skips: Skips) -> Reader:
@@ -168,13 +168,16 @@ class TrainBatches(torch.utils.data.IterableDataset):
 def make_pipeline(shards: str | Sequence[str], batch_size: int, image_size: int,
                   tokenizer: Callable[[list[str]], torch.Tensor], *, train: bool = True,
                   resampled: bool = False, seed: int = 0, epoch: int = 0,
-                  shuffle_buffer: int = 1000) -> torch.utils.data.IterableDataset:
-    """The iterable of `Batch`es for this rank and worker (see module docstring)."""
+                  shuffle_buffer: int = 1000, first: int = 0,
+                  positions: Mapping[int, ReaderPosition] | None = None
+                  ) -> torch.utils.data.IterableDataset:
+    """The iterable of `Batch`es for this rank and worker (see module docstring);
+    `first` and `positions` resume training without ``resampled`` (`TrainBatches`)."""
     urls = tarshards.expand(shards)
     transform = train_transform(image_size) if train else eval_transform(image_size)
     if train and not resampled:
         return TrainBatches(urls, batch_size, transform, tokenizer, seed=seed, epoch=epoch,
-                            shuffle_buffer=shuffle_buffer)
+                            shuffle_buffer=shuffle_buffer, first=first, positions=positions)
     skips = Skips()
     if resampled:
         transform = readers.worker_crops(transform, readers.epoch_seed(seed, epoch))
@@ -183,7 +186,7 @@ def make_pipeline(shards: str | Sequence[str], batch_size: int, image_size: int,
         stages = [wds.SimpleShardList(urls), wds.split_by_node, wds.split_by_worker]
     stages.append(wds.tarfile_to_samples(handler=skips.tar_error))
     if train:
-        stages.append(wds.detshuffle(shuffle_buffer, initial=min(100, shuffle_buffer),
+        stages.append(wds.detshuffle(shuffle_buffer, initial=readers.SHUFFLE_INITIAL,
                                      seed=seed, epoch=epoch))
     stages.append(lambda src: batches(src, batch_size, transform, tokenizer, skips,
                                       partial=not train))

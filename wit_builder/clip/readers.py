@@ -36,6 +36,7 @@ Tag = tuple[int, int]  # (shard index in the reader's list, sample ordinal in th
 Handler = Callable[[Exception], bool]
 _END = object()
 SEED_STRIDE = 1 << 32  # crop seeds of different readers never meet (epoch seeds < 2**32)
+SHUFFLE_INITIAL = 100  # samples buffered before the first pick (at most the buffer size)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -136,14 +137,14 @@ class CropRng:
 def worker_crops(transform: Callable[[Any], T], epoch_seed: int) -> Callable[[Any], T]:
     """`transform` drawing from the crop generator of the worker that calls it, seeded at
     its first call like a reader's (for pipelines without `Reader`s: ``resampled``)."""
-    crops: list[CropRng] = []
+    wrapped: list[Callable[[Any], T]] = []
 
     def cropped(image: Any) -> T:
-        if not crops:
+        if not wrapped:
             rank, _, worker, workers = wds.utils.pytorch_worker_info()
-            crops.append(CropRng(crop_seed(epoch_seed, rank * workers + worker)))
-        with crops[0].active():
-            return transform(image)
+            wrapped.append(CropRng(crop_seed(epoch_seed, rank * workers + worker)
+                                   ).wrap(transform))
+        return wrapped[0](image)
     return cropped
 
 

@@ -23,7 +23,7 @@ import torch
 from wit_builder import tarshards
 from wit_builder.clip import readers
 from wit_builder.clip.configs import TrainConfig
-from wit_builder.clip.data import Batch, TrainBatches, make_pipeline, train_transform
+from wit_builder.clip.data import Batch, make_pipeline
 from wit_builder.clip.readers import ReaderPosition
 from wit_builder.clip.tokenizer import Tokenizer
 from wit_builder.errors import InputError
@@ -98,9 +98,7 @@ class BatchStream:
     def __init__(self, cfg: TrainConfig, image_size: int, tokenizer: Tokenizer,
                  start: DataPosition, replay: int = 0) -> None:
         self.cfg, self.tokenizer, self.position = cfg, tokenizer, start
-        self.urls = tarshards.expand(cfg.shards)
-        self.transform = train_transform(image_size)
-        self.image_size = image_size
+        self.urls, self.image_size = tarshards.expand(cfg.shards), image_size
         self._batches = self.run(replay)
 
     def __iter__(self) -> Iterator[Batch]:
@@ -129,16 +127,11 @@ class BatchStream:
     def loader(self) -> torch.utils.data.DataLoader:
         """The DataLoader of the rest of the current epoch."""
         cfg, position = self.cfg, self.position
-        if cfg.resampled:
-            pipe = make_pipeline(self.urls, cfg.batch_size, self.image_size, self.tokenizer,
-                                 resampled=True, seed=cfg.seed, epoch=position.epoch,
-                                 shuffle_buffer=cfg.shuffle_buffer)
-        else:
-            pipe = TrainBatches(self.urls, cfg.batch_size, self.transform, self.tokenizer,
-                                seed=cfg.seed, epoch=position.epoch,
-                                shuffle_buffer=cfg.shuffle_buffer,
-                                first=(position.last_role + 1) % position.roles,
-                                positions=position.readers)
+        pipe = make_pipeline(self.urls, cfg.batch_size, self.image_size, self.tokenizer,
+                             resampled=cfg.resampled, seed=cfg.seed, epoch=position.epoch,
+                             shuffle_buffer=cfg.shuffle_buffer,
+                             first=(position.last_role + 1) % position.roles,
+                             positions=position.readers)
         seed = readers.epoch_seed(cfg.seed, position.epoch)
         return torch.utils.data.DataLoader(pipe, batch_size=None, num_workers=cfg.workers,
                                            generator=torch.Generator().manual_seed(seed))

@@ -38,7 +38,6 @@ from wit_builder.outputs import piece_done
 from wit_builder.spark import SHOW_LOGS_ENV, send_output_to, spark_log_file
 
 if TYPE_CHECKING:
-
     from wit_builder.images.configs import DownloadConfig
 
 # albumentations (imported by img2dataset) checks online for updates unless told not to.

@@ -21,6 +21,7 @@ from wit_builder.spark import number_rows
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
+STAGE = "shards"  # the stage whose outputs hold a manifest
 MANIFEST_FILE = "manifest.parquet"
 MANIFEST_COLUMNS = ("uid", "shard", "key", "sha256", "phash", "width", "height", "text",
                     "url")

@@ -24,7 +24,7 @@ from wit_builder.stats import StageStats
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-STAGE = "shards"
+STAGE = manifest.STAGE
 OUTPUT_VERSION = 2
 CONFIG = ShardsConfig
 

@@ -32,8 +32,6 @@ from wit_builder.overlap.methods import Embedder, Embedding, codes
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-SHARDS_STAGE = "shards"  # the stage whose outputs carry a manifest with pHashes
-
 
 def pool_shards(spec: str) -> list[str]:
     """The pool's local tar files; `InputError` if one is missing or remote."""
@@ -68,7 +66,7 @@ def manifest_folders(paths: list[str], embedding: Embedding) -> tuple[str, ...]:
         return ()
     folders = sorted({str(Path(p).parent) for p in paths})
     return tuple(f for f in folders
-                 if (marker_or_none(Path(f)) or {}).get("stage") == SHARDS_STAGE)
+                 if (marker_or_none(Path(f)) or {}).get("stage") == manifest.STAGE)
 
 
 def neighbour_rows(task: Task, index: Any, vectors: np.ndarray,
